@@ -1,0 +1,658 @@
+//! The codec: `compress` and `decompress` side by side.
+//!
+//! The networks (libtorch) only compute the analysis, hyper-analysis and synthesis
+//! transforms. Everything that decides *probabilities* — the hyper-latent's integer
+//! tables, the hyper-synthesis that selects the latent's mean and scale, and the scale
+//! index — runs in `mirage-prior` / `mirage-entropy`, in fixed-order arithmetic, so the
+//! decoder rebuilds the encoder's tables bit for bit on any machine and thread count.
+//! The encoder also decodes nothing twice: it codes the hyper-latent, then computes the
+//! entropy parameters from the *quantized* hyper-latent exactly as the decoder will.
+
+use crate::error::{MirageError, Result};
+use crate::model::{gaussian_likelihood, layers::ConvPrecision, Hyperprior, LEVELS};
+use crate::model_file::{id_hex, ModelFile};
+use image::RgbImage;
+use mirage_entropy::{gaussian, CdfTable};
+use mirage_format::{Container, Header, RATE_MAX};
+use mirage_prior::{interpolate_gain, Conv, EntropyParameters, HyperSynthesis};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// Largest image the codec accepts: the networks' activations for a 16-megapixel image
+/// take a few GB of RAM (see BENCHMARKS.md for the measured peak).
+pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
+/// Largest side, the container's own limit.
+pub const MAX_SIDE: u32 = mirage_format::MAX_DIMENSION;
+/// Total downsampling of the hyper-latent; images are padded to a multiple of it.
+const STRIDE: usize = 64;
+/// Sections of a file, in order.
+const HYPER_SECTION: usize = 0;
+const LATENT_SECTION: usize = 1;
+
+/// How the caller sets the rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RateTarget {
+    /// 0–100, mapped linearly onto the continuous rate setting.
+    Quality(f64),
+    /// Largest file whose bits per pixel do not exceed this.
+    Bpp(f64),
+    /// Largest file not exceeding this many bytes.
+    Bytes(usize),
+}
+
+/// Where the time went, for the benchmark's speed split.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Analysis / hyper-analysis (encode) or synthesis (decode), in libtorch.
+    pub networks: Duration,
+    /// Deterministic hyper-synthesis and scale indexes.
+    pub entropy_parameters: Duration,
+    /// rANS coding and the container.
+    pub entropy_coding: Duration,
+}
+
+/// What the encoder knows about the file it wrote.
+#[derive(Clone, Debug)]
+pub struct EncodeReport {
+    pub rate: u16,
+    pub bytes: usize,
+    pub header_bytes: usize,
+    /// Bits the entropy model expects for the latent and the hyper-latent: the
+    /// continuous Gaussian likelihood of the coded latent (the training objective's
+    /// estimate) plus the hyper-latent's table probabilities.
+    pub estimated_payload_bits: f64,
+    pub timings: Timings,
+    /// The Gaussian table chosen for each latent element, for checking that the
+    /// decoder's path ([`Codec::scale_indexes`]) selects the very same ones.
+    pub scale_indexes: Vec<usize>,
+}
+
+/// The analysis transform's output for one image, reusable across rate settings so a
+/// rate search runs the big network once.
+pub struct Analysis {
+    y: Tensor,
+    width: u32,
+    height: u32,
+    networks_time: Duration,
+}
+
+pub struct Codec {
+    id: [u8; 8],
+    _vs: VarStore,
+    net: Hyperprior,
+    hyper_synthesis: HyperSynthesis,
+    gain: Vec<f32>,
+    inverse_gain: Vec<f32>,
+    hyper_gain: Vec<f32>,
+    inverse_hyper_gain: Vec<f32>,
+    hyper_tables: Vec<CdfTable>,
+}
+
+/// The model bundled with the repository.
+pub fn default_model_path() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hyperprior.safetensors")
+        })
+}
+
+fn padded(size: u32) -> usize {
+    (size as usize).div_ceil(STRIDE) * STRIDE
+}
+
+fn check_size(width: u32, height: u32) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(MirageError::EmptyImage);
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
+        return Err(MirageError::ImageTooLarge {
+            width,
+            height,
+            max_pixels: MAX_PIXELS,
+            max_side: MAX_SIDE,
+        });
+    }
+    Ok(())
+}
+
+/// The image as a `[1, 3, H', W']` tensor in [0, 1], padded to a multiple of 64 by
+/// repeating the edge pixels (cheaper to code than a black border).
+fn padded_tensor(img: &RgbImage) -> Tensor {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (pw, ph) = (padded(img.width()), padded(img.height()));
+    let mut data = vec![0f32; 3 * pw * ph];
+    for y in 0..ph {
+        for x in 0..pw {
+            let px = img.get_pixel(x.min(w - 1) as u32, y.min(h - 1) as u32);
+            for c in 0..3 {
+                data[(c * ph + y) * pw + x] = px[c] as f32 / 255.0;
+            }
+        }
+    }
+    Tensor::from_slice(&data).view([1, 3, ph as i64, pw as i64])
+}
+
+fn channel_tensor(v: &[f32]) -> Tensor {
+    Tensor::from_slice(v).view([1, v.len() as i64, 1, 1])
+}
+
+impl Codec {
+    pub fn load(path: &Path) -> Result<Codec> {
+        let file = ModelFile::load(path)?;
+        let vs = VarStore::new(Device::Cpu);
+        let net = Hyperprior::new(&vs.root(), file.config, ConvPrecision::F32);
+        file.fill(&vs)?;
+        let (n, m) = (file.config.n as usize, file.config.m as usize);
+        let layer = |name: &str, c_in, c_out, k, s, t| -> Result<Conv> {
+            let w = &file.tensor(&format!("hyper_synthesis.{name}.weight"))?.1;
+            let b = &file.tensor(&format!("hyper_synthesis.{name}.bias"))?.1;
+            Conv::new(w, b, c_in, c_out, k, s, t).map_err(|e| MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+        };
+        let hyper_synthesis = HyperSynthesis::new(vec![
+            layer("conv0", n, m, 5, 2, true)?,
+            layer("conv1", m, m * 3 / 2, 5, 2, true)?,
+            layer("conv2", m * 3 / 2, 2 * m, 3, 1, false)?,
+        ])
+        .map_err(|e| MirageError::InvalidModel {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let table = |name: &str| -> Result<Vec<f32>> { Ok(file.tensor(name)?.1.clone()) };
+        Ok(Codec {
+            id: file.id,
+            gain: table("gain")?,
+            inverse_gain: table("inverse_gain")?,
+            hyper_gain: table("hyper_gain")?,
+            inverse_hyper_gain: table("inverse_hyper_gain")?,
+            hyper_tables: file.hyper_tables,
+            _vs: vs,
+            net,
+            hyper_synthesis,
+        })
+    }
+
+    pub fn load_default() -> Result<Codec> {
+        Codec::load(&default_model_path())
+    }
+
+    /// The model identifier written into every file this codec makes.
+    pub fn id(&self) -> [u8; 8] {
+        self.id
+    }
+
+    fn gains(&self, table: &[f32], rate: u16) -> Vec<f32> {
+        interpolate_gain(table, LEVELS, rate, RATE_MAX)
+    }
+
+    /// Runs the analysis transform once; see [`Codec::encode_analysis`].
+    pub fn analyse(&self, img: &RgbImage) -> Result<Analysis> {
+        check_size(img.width(), img.height())?;
+        let start = Instant::now();
+        let y = tch::no_grad(|| self.net.analysis(&padded_tensor(img)));
+        Ok(Analysis {
+            y,
+            width: img.width(),
+            height: img.height(),
+            networks_time: start.elapsed(),
+        })
+    }
+
+    /// The deterministic entropy parameters for a decoded hyper-latent.
+    fn entropy_parameters(
+        &self,
+        z: &[i32],
+        rate: u16,
+        zh: usize,
+        zw: usize,
+    ) -> Result<(EntropyParameters, Vec<usize>)> {
+        let params = self
+            .hyper_synthesis
+            .run(z, &self.gains(&self.inverse_hyper_gain, rate), zh, zw)
+            .map_err(|e| MirageError::BadParameter(e.to_string()))?;
+        let indexes = params
+            .scales
+            .iter()
+            .map(|&s| gaussian::scale_index(s))
+            .collect();
+        Ok((params, indexes))
+    }
+
+    fn hyper_indexes(&self, zh: usize, zw: usize) -> Vec<usize> {
+        (0..self.hyper_tables.len())
+            .flat_map(|c| std::iter::repeat_n(c, zh * zw))
+            .collect()
+    }
+
+    /// Codes an analysed image at one rate setting (0..=RATE_MAX).
+    pub fn encode_analysis(&self, a: &Analysis, rate: u16) -> Result<(Vec<u8>, EncodeReport)> {
+        if rate > RATE_MAX {
+            return Err(MirageError::BadParameter(format!(
+                "rate {rate} is above {RATE_MAX}"
+            )));
+        }
+        let mut t = Timings {
+            networks: a.networks_time,
+            ..Timings::default()
+        };
+        let start = Instant::now();
+        let (y_gained, z) = tch::no_grad(|| {
+            let y = &a.y * channel_tensor(&self.gains(&self.gain, rate));
+            let z =
+                self.net.hyper_analysis(&y) * channel_tensor(&self.gains(&self.hyper_gain, rate));
+            (y, z.round())
+        });
+        let (zh, zw) = (z.size()[2] as usize, z.size()[3] as usize);
+        let z: Vec<i32> = Vec::<f32>::try_from(z.flatten(0, -1))?
+            .iter()
+            .map(|&v| v as i32)
+            .collect();
+        let y_gained = Vec::<f32>::try_from(y_gained.flatten(0, -1))?;
+        t.networks += start.elapsed();
+
+        let start = Instant::now();
+        let (params, indexes) = self.entropy_parameters(&z, rate, zh, zw)?;
+        let symbols: Vec<i32> = y_gained
+            .iter()
+            .zip(&params.means)
+            .map(|(&y, &mu)| (y - mu).round() as i32)
+            .collect();
+        t.entropy_parameters = start.elapsed();
+
+        let start = Instant::now();
+        let hyper_indexes = self.hyper_indexes(zh, zw);
+        let hyper_bytes = mirage_entropy::encode(&z, &hyper_indexes, &self.hyper_tables)?;
+        let latent_bytes = mirage_entropy::encode(&symbols, &indexes, gaussian::gaussian_tables())?;
+        let container = Container {
+            header: Header {
+                model_id: self.id,
+                width: a.width,
+                height: a.height,
+                rate,
+                realism: None,
+                decoder: 0,
+            },
+            sections: vec![hyper_bytes, latent_bytes],
+        };
+        let bytes = mirage_format::write(&container)?;
+        t.entropy_coding = start.elapsed();
+
+        let estimated_payload_bits = self.estimate_latent_bits(&symbols, &params)
+            + estimate_table_bits(&z, &hyper_indexes, &self.hyper_tables);
+        let report = EncodeReport {
+            rate,
+            bytes: bytes.len(),
+            header_bytes: mirage_format::header_size(2),
+            estimated_payload_bits,
+            timings: t,
+            scale_indexes: indexes,
+        };
+        Ok((bytes, report))
+    }
+
+    fn estimate_latent_bits(&self, symbols: &[i32], p: &EntropyParameters) -> f64 {
+        tch::no_grad(|| {
+            let mean = Tensor::from_slice(&p.means);
+            let y_hat = Tensor::from_slice(symbols).to_kind(Kind::Float) + &mean;
+            let lik = gaussian_likelihood(&y_hat, &Tensor::from_slice(&p.scales), &mean);
+            -lik.log2().sum(Kind::Double).double_value(&[])
+        })
+    }
+
+    /// Compresses at a rate target; returns the file and its report.
+    pub fn compress(&self, img: &RgbImage, target: RateTarget) -> Result<(Vec<u8>, EncodeReport)> {
+        let a = self.analyse(img)?;
+        let pixels = img.width() as f64 * img.height() as f64;
+        let max_bytes = match target {
+            RateTarget::Quality(q) => {
+                if !(0.0..=100.0).contains(&q) {
+                    return Err(MirageError::BadParameter(format!(
+                        "quality {q} is outside 0..100"
+                    )));
+                }
+                let rate = (q / 100.0 * RATE_MAX as f64).round() as u16;
+                return self.encode_analysis(&a, rate);
+            }
+            RateTarget::Bpp(b) if b.is_finite() && b > 0.0 => (b * pixels / 8.0).floor() as usize,
+            RateTarget::Bytes(n) if n > 0 => n,
+            _ => {
+                return Err(MirageError::BadParameter(format!(
+                    "{target:?} must be positive"
+                )))
+            }
+        };
+        let describe = || match target {
+            RateTarget::Bpp(b) => format!("{b} bpp"),
+            _ => format!("{max_bytes} bytes"),
+        };
+        // Bisection over the continuous rate setting for the largest file that fits:
+        // file size grows with the rate setting.
+        let (mut best, report) = self.encode_analysis(&a, 0)?;
+        if best.len() > max_bytes {
+            return Err(MirageError::TargetUnreachable {
+                target: describe(),
+                smallest: best.len(),
+                smallest_bpp: best.len() as f64 * 8.0 / pixels,
+            });
+        }
+        let mut best_report = report;
+        let (mut lo, mut hi) = (0u16, RATE_MAX);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let (bytes, report) = self.encode_analysis(&a, mid)?;
+            if bytes.len() <= max_bytes {
+                (best, best_report, lo) = (bytes, report, mid);
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok((best, best_report))
+    }
+
+    /// Reads and checks a container: right model, decoder and sections, sane size.
+    fn open(&self, bytes: &[u8]) -> Result<Container> {
+        let c = mirage_format::read(bytes)?;
+        let h = &c.header;
+        if h.model_id != self.id {
+            return Err(MirageError::WrongModel {
+                file: id_hex(&h.model_id),
+                loaded: id_hex(&self.id),
+            });
+        }
+        if h.decoder != 0 {
+            return Err(MirageError::UnsupportedDecoder(h.decoder));
+        }
+        if c.sections.len() != 2 {
+            return Err(MirageError::BadSections(c.sections.len()));
+        }
+        check_size(h.width, h.height)?;
+        Ok(c)
+    }
+
+    /// The decoder's path to the latent's table indexes (without decoding the latent).
+    pub fn scale_indexes(&self, bytes: &[u8]) -> Result<Vec<usize>> {
+        let c = self.open(bytes)?;
+        let (zh, zw) = (
+            padded(c.header.height) / STRIDE,
+            padded(c.header.width) / STRIDE,
+        );
+        let z = mirage_entropy::decode(
+            &c.sections[HYPER_SECTION],
+            &self.hyper_indexes(zh, zw),
+            &self.hyper_tables,
+        )?;
+        Ok(self.entropy_parameters(&z, c.header.rate, zh, zw)?.1)
+    }
+
+    /// The entropy-decoded integers of both sections (hyper-latent, latent): what the
+    /// bitstream means, independent of any floating-point network.
+    pub fn decode_symbols(&self, bytes: &[u8]) -> Result<(Vec<i32>, Vec<i32>)> {
+        let c = self.open(bytes)?;
+        let (zh, zw) = (
+            padded(c.header.height) / STRIDE,
+            padded(c.header.width) / STRIDE,
+        );
+        let z = mirage_entropy::decode(
+            &c.sections[HYPER_SECTION],
+            &self.hyper_indexes(zh, zw),
+            &self.hyper_tables,
+        )?;
+        let (_, indexes) = self.entropy_parameters(&z, c.header.rate, zh, zw)?;
+        let y = mirage_entropy::decode(
+            &c.sections[LATENT_SECTION],
+            &indexes,
+            gaussian::gaussian_tables(),
+        )?;
+        Ok((z, y))
+    }
+
+    /// Decompresses a `.mrg` file.
+    pub fn decompress(&self, bytes: &[u8]) -> Result<(RgbImage, Timings)> {
+        let mut t = Timings::default();
+        let start = Instant::now();
+        let c = self.open(bytes)?;
+        let h = &c.header;
+        let (ph, pw) = (padded(h.height), padded(h.width));
+        let (zh, zw) = (ph / STRIDE, pw / STRIDE);
+        let z = mirage_entropy::decode(
+            &c.sections[HYPER_SECTION],
+            &self.hyper_indexes(zh, zw),
+            &self.hyper_tables,
+        )?;
+        t.entropy_coding = start.elapsed();
+
+        let start = Instant::now();
+        let (params, indexes) = self.entropy_parameters(&z, h.rate, zh, zw)?;
+        t.entropy_parameters = start.elapsed();
+
+        let start = Instant::now();
+        let symbols = mirage_entropy::decode(
+            &c.sections[LATENT_SECTION],
+            &indexes,
+            gaussian::gaussian_tables(),
+        )?;
+        t.entropy_coding += start.elapsed();
+
+        let start = Instant::now();
+        let (yh, yw) = (params.height, params.width);
+        let inverse_gain = self.gains(&self.inverse_gain, h.rate);
+        let y_hat: Vec<f32> = symbols
+            .iter()
+            .zip(&params.means)
+            .enumerate()
+            .map(|(i, (&s, &mu))| (s as f32 + mu) * inverse_gain[i / (yh * yw)])
+            .collect();
+        let img = self.synthesize(&y_hat, yh, yw, h.width, h.height)?;
+        t.networks = start.elapsed();
+        Ok((img, t))
+    }
+}
+
+/// The synthesis runs on fixed tiles of the latent, each with single-threaded libtorch,
+/// so that every output pixel is computed by the same kernels in the same order
+/// whatever the thread count (libtorch's own multi-threading splits convolution sums
+/// differently for 1 and 2 threads, which changes the decoded pixels). Tiles also bound
+/// the decoder's memory. Core tiles are `TILE_ROWS × TILE_COLS` latent positions
+/// (512 × 384 pixels) with `TILE_MARGIN` positions of context on each side: the
+/// synthesis' receptive field reaches about 2 latent positions, so the margin makes
+/// the tiles seamless (`tests::tiles_are_seamless` compares with an untiled decode).
+const TILE_ROWS: usize = 32;
+const TILE_COLS: usize = 24;
+const TILE_MARGIN: usize = 4;
+const LATENT_STRIDE: usize = 16;
+
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    /// The core region, in latent positions.
+    core: [usize; 4],
+    /// The core plus context, in latent positions: y0, y1, x0, x1.
+    padded: [usize; 4],
+}
+
+fn tiles(yh: usize, yw: usize) -> Vec<Tile> {
+    let mut out = vec![];
+    for y0 in (0..yh).step_by(TILE_ROWS) {
+        for x0 in (0..yw).step_by(TILE_COLS) {
+            let (y1, x1) = ((y0 + TILE_ROWS).min(yh), (x0 + TILE_COLS).min(yw));
+            out.push(Tile {
+                core: [y0, y1, x0, x1],
+                padded: [
+                    y0.saturating_sub(TILE_MARGIN),
+                    (y1 + TILE_MARGIN).min(yh),
+                    x0.saturating_sub(TILE_MARGIN),
+                    (x1 + TILE_MARGIN).min(yw),
+                ],
+            });
+        }
+    }
+    out
+}
+
+impl Codec {
+    /// Latent (channel-first, inverse gain applied) → cropped 8-bit image.
+    fn synthesize(
+        &self,
+        y_hat: &[f32],
+        yh: usize,
+        yw: usize,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage> {
+        let m = self.hyper_synthesis.latent_channels;
+        let tiles = tiles(yh, yw);
+        let workers = (tch::get_num_threads().max(1) as usize).min(tiles.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(vec![]);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let net = self.net.synthesis.replica();
+                let (tiles, next, done) = (&tiles, &next, &done);
+                scope.spawn(move || {
+                    // OpenMP's thread count is per OS thread: pin this worker's to one.
+                    tch::set_num_threads(1);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(tile) = tiles.get(i) else { break };
+                        let result = synthesize_tile(&net, y_hat, m, yh, yw, tile);
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, result));
+                    }
+                });
+            }
+        });
+        let mut img = RgbImage::new(width, height);
+        for (i, result) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let [y0, y1, x0, x1] = tiles[i].core;
+            let (th, tw) = ((y1 - y0) * LATENT_STRIDE, (x1 - x0) * LATENT_STRIDE);
+            let pixels = result?;
+            for y in 0..th {
+                let py = y0 * LATENT_STRIDE + y;
+                if py >= height as usize {
+                    break;
+                }
+                for x in 0..tw {
+                    let px = x0 * LATENT_STRIDE + x;
+                    if px >= width as usize {
+                        break;
+                    }
+                    let p = img.get_pixel_mut(px as u32, py as u32);
+                    for c in 0..3 {
+                        let v = pixels[(c * th + y) * tw + x];
+                        p[c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin.
+fn synthesize_tile(
+    net: &crate::model::Synthesis,
+    y_hat: &[f32],
+    m: usize,
+    yh: usize,
+    yw: usize,
+    tile: &Tile,
+) -> Result<Vec<f32>> {
+    let [py0, py1, px0, px1] = tile.padded;
+    let [y0, y1, x0, x1] = tile.core;
+    let (h, w) = (py1 - py0, px1 - px0);
+    let mut part = Vec::with_capacity(m * h * w);
+    for c in 0..m {
+        for y in py0..py1 {
+            part.extend_from_slice(&y_hat[(c * yh + y) * yw + px0..(c * yh + y) * yw + px1]);
+        }
+    }
+    let out = tch::no_grad(|| {
+        let y = Tensor::from_slice(&part).view([1, m as i64, h as i64, w as i64]);
+        let s = LATENT_STRIDE as i64;
+        net.forward(&y)
+            .narrow(2, (y0 - py0) as i64 * s, (y1 - y0) as i64 * s)
+            .narrow(3, (x0 - px0) as i64 * s, (x1 - x0) as i64 * s)
+            .contiguous()
+    });
+    Ok(Vec::<f32>::try_from(out.flatten(0, -1))?)
+}
+
+/// Bits of symbols under integer tables (the ideal code length the rANS approaches).
+fn estimate_table_bits(symbols: &[i32], indexes: &[usize], tables: &[CdfTable]) -> f64 {
+    let total = (1u64 << mirage_entropy::PRECISION) as f64;
+    symbols
+        .iter()
+        .zip(indexes)
+        .map(|(&s, &i)| {
+            let t = &tables[i];
+            let cdf = t.cdf();
+            let slot = (s as i64 - t.offset() as i64).clamp(0, cdf.len() as i64 - 2) as usize;
+            let freq = (cdf[slot + 1] - cdf[slot]) as f64;
+            -(freq / total).log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_latent_once() {
+        for (yh, yw) in [(1, 1), (32, 48), (48, 32), (70, 25)] {
+            let mut seen = vec![0; yh * yw];
+            for t in tiles(yh, yw) {
+                let [y0, y1, x0, x1] = t.core;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        seen[y * yw + x] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "{yh}x{yw}");
+        }
+    }
+
+    /// The tiled decode agrees with one whole-image synthesis up to float rounding:
+    /// the margins hold the whole receptive field, so no seam can appear.
+    #[test]
+    fn tiles_are_seamless() {
+        let codec = Codec::load_default().unwrap();
+        // 40×40 latent positions: tiles split it both ways.
+        let img = RgbImage::from_fn(640, 640, |x, y| {
+            image::Rgb([(x / 3) as u8, (y / 3) as u8, ((x ^ y) & 255) as u8])
+        });
+        let (bytes, _) = codec.compress(&img, RateTarget::Quality(60.0)).unwrap();
+        let (tiled, _) = codec.decompress(&bytes).unwrap();
+        let c = codec.open(&bytes).unwrap();
+        let (z, y) = codec.decode_symbols(&bytes).unwrap();
+        let (params, _) = codec.entropy_parameters(&z, c.header.rate, 10, 10).unwrap();
+        let gain = codec.gains(&codec.inverse_gain, c.header.rate);
+        let y_hat: Vec<f32> = y
+            .iter()
+            .zip(&params.means)
+            .enumerate()
+            .map(|(i, (&s, &mu))| (s as f32 + mu) * gain[i / 1600])
+            .collect();
+        let whole = tch::no_grad(|| {
+            let m = codec.hyper_synthesis.latent_channels as i64;
+            codec
+                .net
+                .synthesis(&Tensor::from_slice(&y_hat).view([1, m, 40, 40]))
+                .clamp(0.0, 1.0)
+        });
+        let whole = crate::image_io::from_tensor(&whole).unwrap();
+        let worst = tiled
+            .as_raw()
+            .iter()
+            .zip(whole.as_raw())
+            .map(|(&a, &b)| (a as i32 - b as i32).abs())
+            .max();
+        // Different convolution blockings round differently: at most one 8-bit level.
+        assert!(worst.unwrap() <= 1, "max difference {worst:?}");
+    }
+}

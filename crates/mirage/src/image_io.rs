@@ -1,0 +1,133 @@
+//! Image files in and out, and conversions between images and tensors.
+//!
+//! Inputs are converted to 8-bit RGB with a note saying what was dropped (alpha,
+//! grey, 16-bit precision), never silently. Outputs are written through a temporary
+//! file in the same folder and renamed into place, so a failure never leaves a partial
+//! file, and an existing file is only replaced when the caller allows it.
+
+use crate::error::{MirageError, Result};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use std::io::Write;
+use std::path::Path;
+use tch::Tensor;
+
+/// A decoded input image and, if it was not 8-bit RGB, what the conversion did.
+pub struct LoadedImage {
+    pub image: RgbImage,
+    pub note: Option<String>,
+}
+
+fn unreadable(path: &Path, reason: impl ToString) -> MirageError {
+    MirageError::UnreadableImage {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn read_image(path: &Path) -> Result<LoadedImage> {
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| unreadable(path, e))?
+        .with_guessed_format()
+        .map_err(|e| unreadable(path, e))?;
+    // Refuse absurd dimensions before the decoder allocates anything.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(crate::codec::MAX_SIDE);
+    limits.max_image_height = Some(crate::codec::MAX_SIDE);
+    limits.max_alloc = Some(2 << 30);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| unreadable(path, e))?;
+    let note = match &img {
+        DynamicImage::ImageRgb8(_) => None,
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLuma16(_) => {
+            Some("greyscale image converted to RGB")
+        }
+        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => {
+            Some("greyscale image with alpha: alpha dropped, converted to RGB")
+        }
+        DynamicImage::ImageRgba8(_)
+        | DynamicImage::ImageRgba16(_)
+        | DynamicImage::ImageRgba32F(_) => Some("alpha channel dropped (Mirage codes RGB only)"),
+        _ => Some("converted to 8-bit RGB"),
+    };
+    Ok(LoadedImage {
+        image: img.to_rgb8(),
+        note: note.map(|n| format!("{}: {n}", path.display())),
+    })
+}
+
+/// Writes `bytes` to `path` atomically. Refuses to replace an existing file unless
+/// `overwrite` is set.
+pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
+    let fail = |reason: String| MirageError::Unwritable {
+        path: path.to_owned(),
+        reason,
+    };
+    if !overwrite && path.exists() {
+        return Err(fail("file exists (use --force to replace it)".into()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| fail("not a file name".into()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e.to_string()));
+    }
+    Ok(())
+}
+
+/// Encodes an image in the format its extension names (PNG, JPEG, WebP, BMP, TIFF,
+/// PPM) and writes it atomically.
+pub fn write_image(img: &RgbImage, path: &Path, overwrite: bool) -> Result<()> {
+    let format = ImageFormat::from_path(path).map_err(|_| MirageError::Unwritable {
+        path: path.to_owned(),
+        reason: "unknown image format; use an extension such as .png".into(),
+    })?;
+    let mut bytes = std::io::Cursor::new(vec![]);
+    img.write_to(&mut bytes, format)
+        .map_err(|e| MirageError::Unwritable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    write_atomically(path, bytes.get_ref(), overwrite)
+}
+
+/// An RGB image as a `[1, 3, H, W]` f32 tensor in [0, 1].
+pub fn to_tensor(img: &RgbImage) -> Tensor {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0f32; 3 * w * h];
+    for (x, y, px) in img.enumerate_pixels() {
+        for c in 0..3 {
+            data[(c * h + y as usize) * w + x as usize] = px[c] as f32 / 255.0;
+        }
+    }
+    Tensor::from_slice(&data).view([1, 3, h as i64, w as i64])
+}
+
+/// A `[1, 3, H, W]` tensor in [0, 1] as an 8-bit image (rounded to nearest).
+pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
+    let (h, w) = (t.size()[2] as usize, t.size()[3] as usize);
+    let data = Vec::<f32>::try_from(t.flatten(0, -1))?;
+    let mut img = RgbImage::new(w as u32, h as u32);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        for c in 0..3 {
+            let v = data[(c * h + y as usize) * w + x as usize];
+            px[c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    Ok(img)
+}

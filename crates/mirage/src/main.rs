@@ -1,0 +1,399 @@
+//! The `mirage` command line: flags and glue only; the work is in the library.
+//! Every error is printed once, as `mirage: <message>`, with exit status 1.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mirage::bench::{self, BenchOptions};
+use mirage::codec::{default_model_path, Codec, RateTarget};
+use mirage::image_io::{read_image, write_atomically, write_image};
+use mirage::model::{layers::ConvPrecision, ModelConfig};
+use mirage::model_file::{export, id_hex};
+use mirage::train::{train, TrainOptions};
+use mirage::{metrics, progress};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "mirage", version, about = "Mirage: a learned image codec")]
+struct Cli {
+    /// Worker threads for the networks (default: all cores). Output does not depend on it.
+    #[arg(long, global = true)]
+    threads: Option<i32>,
+    /// Model file (default: the bundled models/hyperprior.safetensors, or $MIRAGE_MODEL).
+    #[arg(long, global = true)]
+    model: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+#[group(multiple = false)]
+struct Rate {
+    /// Quality 0–100 (continuous rate setting). Default 50.
+    #[arg(long)]
+    quality: Option<f64>,
+    /// Target bits per pixel: the largest file at or under it.
+    #[arg(long)]
+    bpp: Option<f64>,
+    /// Target file size in bytes: the largest file at or under it.
+    #[arg(long)]
+    target_size: Option<usize>,
+}
+
+impl Rate {
+    fn target(&self) -> RateTarget {
+        match (self.quality, self.bpp, self.target_size) {
+            (_, Some(b), _) => RateTarget::Bpp(b),
+            (_, _, Some(n)) => RateTarget::Bytes(n),
+            (q, _, _) => RateTarget::Quality(q.unwrap_or(50.0)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Precision {
+    F32,
+    Bf16,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compress an image (or every image in a folder) to .mrg.
+    Encode {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        rate: Rate,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decompress a .mrg file (or a folder of them); the output format follows the
+    /// extension (PNG for folders).
+    Decode {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a .mrg file's header and the bytes in each section.
+    Info { file: PathBuf },
+    /// Compress and decompress one image into a folder, and report size and quality.
+    Roundtrip {
+        input: PathBuf,
+        out_dir: PathBuf,
+        #[command(flatten)]
+        rate: Rate,
+    },
+    /// Rate–distortion and speed benchmark on a folder of PNGs (default: Kodak).
+    Bench {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0,14.3,28.6,42.9,57.1,71.4,85.7,100"
+        )]
+        qualities: Vec<f64>,
+        #[arg(long, default_value = "bench-results")]
+        out_dir: PathBuf,
+    },
+    /// Write the shipped model file from a training checkpoint.
+    Export {
+        #[arg(long, default_value = "runs/hyperprior/model.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 96)]
+        n: i64,
+        #[arg(long, default_value_t = 128)]
+        m: i64,
+        #[arg(long, default_value = "models/hyperprior.safetensors")]
+        out: PathBuf,
+    },
+    /// Train (or resume training) the hyperprior on ../shared/data/train.
+    Train {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/hyperprior")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 28_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 6_000)]
+        decay_steps: i64,
+        #[arg(long, default_value_t = 96)]
+        n: i64,
+        #[arg(long, default_value_t = 128)]
+        m: i64,
+        #[arg(long, value_enum, default_value = "bf16")]
+        precision: Precision,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 1000)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // A closed pipe (e.g. `mirage info x | head`) is not an error.
+        if e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        }) {
+            std::process::exit(0);
+        }
+        eprintln!("mirage: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_codec(model: &Option<PathBuf>) -> Result<Codec> {
+    let path = model.clone().unwrap_or_else(default_model_path);
+    Ok(Codec::load(&path)?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
+    tch::set_num_threads(threads);
+    tch::set_num_interop_threads(1);
+    match cli.command {
+        Command::Encode {
+            input,
+            output,
+            rate,
+            force,
+        } => {
+            let codec = load_codec(&cli.model)?;
+            for_each_file(
+                &input,
+                &output,
+                &[
+                    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
+                ],
+                "mrg",
+                |src, dst| encode_one(&codec, src, dst, rate.target(), force).map(|_| ()),
+            )
+        }
+        Command::Decode {
+            input,
+            output,
+            force,
+        } => {
+            let codec = load_codec(&cli.model)?;
+            for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
+                let bytes =
+                    std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+                let (img, _) = codec
+                    .decompress(&bytes)
+                    .with_context(|| src.display().to_string())?;
+                write_image(&img, dst, force)?;
+                Ok(())
+            })
+        }
+        Command::Info { file } => info(&file),
+        Command::Roundtrip {
+            input,
+            out_dir,
+            rate,
+        } => {
+            let codec = load_codec(&cli.model)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            let stem = input
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let mrg = out_dir.join(format!("{stem}.mrg"));
+            let png = out_dir.join(format!("{stem}.decoded.png"));
+            let original = encode_one(&codec, &input, &mrg, rate.target(), true)?;
+            let bytes = std::fs::read(&mrg)?;
+            let (decoded, _) = codec.decompress(&bytes)?;
+            write_image(&decoded, &png, true)?;
+            let pixels = (original.width() * original.height()) as f64;
+            println!(
+                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {:.2}\n  wrote {} and {}",
+                input.display(),
+                bytes.len(),
+                bytes.len() as f64 * 8.0 / pixels,
+                metrics::psnr(&original, &decoded),
+                metrics::ssimulacra2(&original, &decoded).unwrap_or(f64::NAN),
+                mrg.display(),
+                png.display()
+            );
+            Ok(())
+        }
+        Command::Bench {
+            images,
+            qualities,
+            out_dir,
+        } => {
+            let codec = load_codec(&cli.model)?;
+            let table = bench::run(
+                &codec,
+                &BenchOptions {
+                    images,
+                    qualities,
+                    out_dir: out_dir.clone(),
+                },
+            )?;
+            println!("{table}");
+            eprintln!("wrote {0}/kodak.csv and {0}/kodak.md", out_dir.display());
+            Ok(())
+        }
+        Command::Export {
+            checkpoint,
+            n,
+            m,
+            out,
+        } => {
+            let id = export(&checkpoint, ModelConfig { n, m }, &out)?;
+            println!("wrote {} (model id {})", out.display(), id_hex(&id));
+            Ok(())
+        }
+        Command::Train {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            n,
+            m,
+            precision,
+            checkpoint_every,
+            validate_every,
+            seed,
+        } => train(&TrainOptions {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            config: ModelConfig { n, m },
+            precision: match precision {
+                Precision::F32 => ConvPrecision::F32,
+                Precision::Bf16 => ConvPrecision::Bf16,
+            },
+            checkpoint_every,
+            validate_every,
+            seed,
+        }),
+    }
+}
+
+/// Compresses one image file to `dst`; returns the original (for reporting).
+fn encode_one(
+    codec: &Codec,
+    src: &Path,
+    dst: &Path,
+    target: RateTarget,
+    force: bool,
+) -> Result<image::RgbImage> {
+    let loaded = read_image(src)?;
+    if let Some(note) = &loaded.note {
+        eprintln!("mirage: note: {note}");
+    }
+    let (bytes, _) = codec
+        .compress(&loaded.image, target)
+        .with_context(|| src.display().to_string())?;
+    write_atomically(dst, &bytes, force)?;
+    Ok(loaded.image)
+}
+
+/// Runs `job` on one file, or on every file with one of `extensions` in a folder
+/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar.
+fn for_each_file(
+    input: &Path,
+    output: &Path,
+    extensions: &[&str],
+    out_ext: &str,
+    mut job: impl FnMut(&Path, &Path) -> Result<()>,
+) -> Result<()> {
+    if !input.is_dir() {
+        return job(input, output);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
+        .with_context(|| format!("cannot read {}", input.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no {} files in {}", extensions.join("/"), input.display());
+    }
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let bar = progress::bar(files.len() as u64, "files");
+    let mut failures = 0;
+    for src in &files {
+        let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+        let dst = output.join(format!("{stem}.{out_ext}"));
+        if let Err(e) = job(src, &dst) {
+            bar.suspend(|| eprintln!("mirage: {e:#}"));
+            failures += 1;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if failures > 0 {
+        bail!("{failures} of {} files failed", files.len());
+    }
+    Ok(())
+}
+
+fn info(file: &Path) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let c = mirage_format::read(&bytes).with_context(|| file.display().to_string())?;
+    let h = &c.header;
+    let pixels = h.width as f64 * h.height as f64;
+    println!("file:        {}", file.display());
+    println!("format:      Mirage v{}", mirage_format::VERSION);
+    println!("model id:    {}", id_hex(&h.model_id));
+    println!("size:        {}x{}", h.width, h.height);
+    println!(
+        "rate:        {} of {} (quality {:.1})",
+        h.rate,
+        mirage_format::RATE_MAX,
+        h.rate as f64 / 10.0
+    );
+    match h.realism {
+        Some(w) => println!("realism:     {:.3}", w as f64 / 255.0),
+        None => println!("realism:     not set"),
+    }
+    println!("decoder:     {}", h.decoder);
+    println!(
+        "total:       {} bytes, {:.4} bpp",
+        bytes.len(),
+        bytes.len() as f64 * 8.0 / pixels
+    );
+    println!(
+        "header:      {} bytes",
+        mirage_format::header_size(c.sections.len())
+    );
+    let names = ["hyper-latent (z)", "latent (y)"];
+    for (i, s) in c.sections.iter().enumerate() {
+        println!(
+            "section {i}:   {} bytes  {}",
+            s.len(),
+            names.get(i).unwrap_or(&"")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The building blocks of the transforms: strided convolutions and GDN.
+//!
+//! Variable names match the checkpoint keys (`<path>.weight`, `<path>.beta`, ...), so a
+//! weight in a safetensors file can be found by grepping for the field that uses it.
+
+use tch::{nn, Kind, Tensor};
+
+/// Precision used for the convolutions' arithmetic.
+///
+/// On this machine's CPU (AVX-512 with BF16) bf16 convolutions run about twice as fast
+/// as f32. libtorch's `autocast` is CUDA-only, so the cast is done by hand, per layer;
+/// everything that is not a convolution (GDN, likelihoods, losses) stays in f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPrecision {
+    F32,
+    Bf16,
+}
+
+/// A 2-D convolution, or a transposed ("up") one, with "same"-style padding so that a
+/// stride-2 layer exactly halves (or doubles) the spatial size.
+#[derive(Debug)]
+pub struct Conv {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    stride: i64,
+    padding: i64,
+    transposed: bool,
+}
+
+impl Conv {
+    /// A downsampling (or, with `stride = 1`, size-preserving) convolution.
+    pub fn down(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> Conv {
+        Self::new(p, c_in, c_out, kernel, stride, false)
+    }
+
+    /// A transposed convolution that multiplies the spatial size by `stride`.
+    pub fn up(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64) -> Conv {
+        Self::new(p, c_in, c_out, kernel, stride, true)
+    }
+
+    fn new(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, transposed: bool) -> Conv {
+        // He-style uniform initialisation over the fan-in (like PyTorch's default).
+        let fan_in = (if transposed { c_out } else { c_in } * k * k) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        let shape = if transposed {
+            [c_in, c_out, k, k]
+        } else {
+            [c_out, c_in, k, k]
+        };
+        let weight = p.var(
+            "weight",
+            &shape,
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let bias = p.var("bias", &[c_out], nn::Init::Const(0.0));
+        Conv {
+            weight,
+            bias,
+            stride,
+            padding: k / 2,
+            transposed,
+        }
+    }
+
+    /// A handle sharing the same weights.
+    pub fn replica(&self) -> Conv {
+        Conv {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            ..*self
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, precision: ConvPrecision) -> Tensor {
+        match precision {
+            ConvPrecision::F32 => self.apply(x, &self.weight, &self.bias),
+            ConvPrecision::Bf16 => {
+                let kind = Kind::BFloat16;
+                self.apply(
+                    &x.to_kind(kind),
+                    &self.weight.to_kind(kind),
+                    &self.bias.to_kind(kind),
+                )
+                .to_kind(Kind::Float)
+            }
+        }
+    }
+
+    fn apply(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+        let s = [self.stride, self.stride];
+        let pad = [self.padding, self.padding];
+        if self.transposed {
+            let out_pad = [self.stride - 1, self.stride - 1];
+            x.conv_transpose2d(w, Some(b), s, pad, out_pad, 1, [1, 1])
+        } else {
+            x.conv2d(w, Some(b), s, pad, [1, 1], 1)
+        }
+    }
+}
+
+/// Generalized divisive normalization (Ballé et al. 2016):
+/// `y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`, or its approximate inverse
+/// (multiply instead of divide) in the synthesis transform.
+///
+/// `beta` and `gamma` are stored as square roots plus a small pedestal and bounded
+/// from below, the reparameterisation of the paper, so that they stay positive
+/// and their gradients stay well scaled near zero.
+#[derive(Debug)]
+pub struct Gdn {
+    pub beta: Tensor,
+    pub gamma: Tensor,
+    inverse: bool,
+}
+
+const PEDESTAL: f64 = 1.0 / (1u64 << 36) as f64;
+
+impl Gdn {
+    pub fn new(p: nn::Path, channels: i64, inverse: bool) -> Gdn {
+        let beta = p.var(
+            "beta",
+            &[channels],
+            nn::Init::Const((1.0 + PEDESTAL).sqrt()),
+        );
+        let gamma_init = (Tensor::eye(channels, (Kind::Float, p.device())) * 0.1 + PEDESTAL).sqrt();
+        let gamma = p.var_copy("gamma", &gamma_init);
+        Gdn {
+            beta,
+            gamma,
+            inverse,
+        }
+    }
+
+    /// A handle sharing the same weights.
+    pub fn replica(&self) -> Gdn {
+        Gdn {
+            beta: self.beta.shallow_clone(),
+            gamma: self.gamma.shallow_clone(),
+            inverse: self.inverse,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let c = self.beta.size()[0];
+        let beta = self.beta.clamp_min((1e-6 + PEDESTAL).sqrt()).square() - PEDESTAL;
+        let gamma = self.gamma.clamp_min(PEDESTAL.sqrt()).square() - PEDESTAL;
+        let norm = x.square().conv2d(
+            &gamma.view([c, c, 1, 1]),
+            Some(&beta),
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        if self.inverse {
+            x * norm.sqrt()
+        } else {
+            x * norm.rsqrt()
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The mean-scale hyperprior (Minnen, Ballé & Toderici 2018, without the autoregressive
+//! context), made variable-rate with gain units (Cui et al. 2021).
+//!
+//! ```text
+//!  x ─analysis─▶ y ─×gain(r)─▶ y_g ─hyper_analysis─▶ ─×hyper_gain(r)─▶ z_g
+//!                               │                                      │ round, factorized prior
+//!                               │                                      ▼
+//!                               │      (mean, scale) ◀─hyper_synthesis─ ẑ × inverse_hyper_gain(r)
+//!                               ▼             │
+//!                   round(y_g − mean) + mean  ◀┘  Gaussian conditional, scale → table index
+//!                               │
+//!  x̂ ◀─synthesis─ × inverse_gain(r) ◀┘
+//! ```
+//!
+//! The rate setting `r ∈ [0, levels − 1]` is continuous: the gain vectors of the two
+//! nearest trained levels are interpolated linearly. Linear (rather than Cui's
+//! exponential) interpolation keeps the decoder-side arithmetic to IEEE `+` and `×`,
+//! which the deterministic entropy-parameter path needs, and training samples `r`
+//! continuously so the in-between settings are trained, not only interpolated.
+
+pub mod factorized;
+pub mod layers;
+
+use factorized::FactorizedPrior;
+use layers::{Conv, ConvPrecision, Gdn};
+use tch::{nn, Kind, Tensor};
+
+/// Channel widths and rate levels. `n` is the width of the transforms and of the
+/// hyper-latent, `m` the number of latent channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelConfig {
+    pub n: i64,
+    pub m: i64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { n: 128, m: 192 }
+    }
+}
+
+/// The trade-off λ of each trained rate level, for the loss `λ · 255² · MSE + bpp`
+/// (images in [0, 1]), log-spaced (×2.44 a level) to cover about 0.05–1.2 bpp on Kodak.
+/// (The shipped run started with a ladder from 0.0004 and moved to this one at step
+/// 5.7k, when Kodak showed that 0.0004 stopped near 0.1 bpp; see the model card.)
+pub const LAMBDAS: [f64; 8] = [
+    0.00015, 0.00037, 0.0009, 0.0022, 0.0053, 0.013, 0.031, 0.076,
+];
+pub const LEVELS: usize = LAMBDAS.len();
+
+/// Scales below this are clamped: it is the smallest scale of the Gaussian tables,
+/// so training sees the same lower bound as the coder.
+pub const SCALE_BOUND: f64 = 0.11;
+
+/// The λ of a continuous rate setting: log-linear between the levels.
+pub fn lambda_at(rate: f64) -> f64 {
+    let r = rate.clamp(0.0, (LEVELS - 1) as f64);
+    let l = (r.floor() as usize).min(LEVELS - 2);
+    let t = r - l as f64;
+    (LAMBDAS[l].ln() * (1.0 - t) + LAMBDAS[l + 1].ln() * t).exp()
+}
+
+#[derive(Debug)]
+pub struct Hyperprior {
+    pub config: ModelConfig,
+    pub precision: ConvPrecision,
+    analysis: Vec<Conv>,
+    analysis_gdn: Vec<Gdn>,
+    pub synthesis: Synthesis,
+    hyper_analysis: Vec<Conv>,
+    pub hyper_synthesis: Vec<Conv>,
+    pub prior: FactorizedPrior,
+    gain: Tensor,
+    inverse_gain: Tensor,
+    pub hyper_gain: Tensor,
+    pub inverse_hyper_gain: Tensor,
+}
+
+/// The synthesis transform on its own, so that the decoder can hand a replica of it
+/// to each worker thread (tch tensors are `Send` but not `Sync`).
+#[derive(Debug)]
+pub struct Synthesis {
+    convs: Vec<Conv>,
+    igdn: Vec<Gdn>,
+    precision: ConvPrecision,
+}
+
+impl Synthesis {
+    pub fn forward(&self, y: &Tensor) -> Tensor {
+        let mut h = y.shallow_clone();
+        for (i, conv) in self.convs.iter().enumerate() {
+            h = conv.forward(&h, self.precision);
+            if let Some(igdn) = self.igdn.get(i) {
+                h = igdn.forward(&h);
+            }
+        }
+        h
+    }
+
+    /// A handle sharing the same weights.
+    pub fn replica(&self) -> Synthesis {
+        Synthesis {
+            convs: self.convs.iter().map(Conv::replica).collect(),
+            igdn: self.igdn.iter().map(Gdn::replica).collect(),
+            precision: self.precision,
+        }
+    }
+}
+
+/// What a training forward pass produces, per image of the batch.
+pub struct RdOutput {
+    pub x_hat: Tensor,
+    /// Estimated bits of the latent, `[B]`.
+    pub bits_y: Tensor,
+    /// Estimated bits of the hyper-latent, `[B]`.
+    pub bits_z: Tensor,
+}
+
+/// Rounding whose gradient is the identity (the straight-through estimator).
+fn ste_round(x: &Tensor) -> Tensor {
+    (x.round() - x).detach() + x
+}
+
+/// Initial gains: from 1/4 at the lowest rate to 4 at the highest, so the levels start
+/// with quantization steps roughly matched to their λ (MSE ∝ step², so a 200× range of
+/// λ wants about a 14× range of steps).
+fn initial_gains(levels: usize, channels: i64) -> Tensor {
+    let g = Tensor::linspace(
+        0.25f64.ln(),
+        4f64.ln(),
+        levels as i64,
+        (Kind::Float, tch::Device::Cpu),
+    )
+    .exp();
+    g.view([levels as i64, 1])
+        .expand([levels as i64, channels], false)
+        .contiguous()
+}
+
+impl Hyperprior {
+    pub fn new(p: &nn::Path, config: ModelConfig, precision: ConvPrecision) -> Hyperprior {
+        let ModelConfig { n, m } = config;
+        let a = p / "analysis";
+        let s = p / "synthesis";
+        let ha = p / "hyper_analysis";
+        let hs = p / "hyper_synthesis";
+        let gains = initial_gains(LEVELS, m);
+        let hyper_gains = initial_gains(LEVELS, n).sqrt();
+        Hyperprior {
+            config,
+            precision,
+            analysis: vec![
+                Conv::down(&a / "conv0", 3, n, 5, 2),
+                Conv::down(&a / "conv1", n, n, 5, 2),
+                Conv::down(&a / "conv2", n, n, 5, 2),
+                Conv::down(&a / "conv3", n, m, 5, 2),
+            ],
+            analysis_gdn: (0..3)
+                .map(|i| Gdn::new(&a / format!("gdn{i}"), n, false))
+                .collect(),
+            synthesis: Synthesis {
+                convs: vec![
+                    Conv::up(&s / "conv0", m, n, 5, 2),
+                    Conv::up(&s / "conv1", n, n, 5, 2),
+                    Conv::up(&s / "conv2", n, n, 5, 2),
+                    Conv::up(&s / "conv3", n, 3, 5, 2),
+                ],
+                igdn: (0..3)
+                    .map(|i| Gdn::new(&s / format!("igdn{i}"), n, true))
+                    .collect(),
+                precision,
+            },
+            hyper_analysis: vec![
+                Conv::down(&ha / "conv0", m, n, 3, 1),
+                Conv::down(&ha / "conv1", n, n, 5, 2),
+                Conv::down(&ha / "conv2", n, n, 5, 2),
+            ],
+            hyper_synthesis: vec![
+                Conv::up(&hs / "conv0", n, m, 5, 2),
+                Conv::up(&hs / "conv1", m, m * 3 / 2, 5, 2),
+                Conv::down(&hs / "conv2", m * 3 / 2, 2 * m, 3, 1),
+            ],
+            prior: FactorizedPrior::new(p / "prior", n),
+            gain: p.var_copy("gain", &gains),
+            inverse_gain: p.var_copy("inverse_gain", &gains.reciprocal()),
+            hyper_gain: p.var_copy("hyper_gain", &hyper_gains),
+            inverse_hyper_gain: p.var_copy("inverse_hyper_gain", &hyper_gains.reciprocal()),
+        }
+    }
+
+    /// Image `[B, 3, H, W]` in [0, 1] (H, W multiples of 16) → latent `[B, M, H/16, W/16]`.
+    pub fn analysis(&self, x: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (i, conv) in self.analysis.iter().enumerate() {
+            h = conv.forward(&h, self.precision);
+            if let Some(gdn) = self.analysis_gdn.get(i) {
+                h = gdn.forward(&h);
+            }
+        }
+        h
+    }
+
+    /// Latent → image (not clamped: the loss sees the raw output).
+    pub fn synthesis(&self, y: &Tensor) -> Tensor {
+        self.synthesis.forward(y)
+    }
+
+    pub fn hyper_analysis(&self, y: &Tensor) -> Tensor {
+        let mut h = y.shallow_clone();
+        for (i, conv) in self.hyper_analysis.iter().enumerate() {
+            if i > 0 {
+                h = h.leaky_relu();
+            }
+            h = conv.forward(&h, self.precision);
+        }
+        h
+    }
+
+    /// Hyper-latent → (scale, mean) of the latent. Training only: the codec computes
+    /// this with the deterministic implementation in `mirage-prior`.
+    pub fn hyper_synthesis(&self, z: &Tensor) -> (Tensor, Tensor) {
+        let mut h = z.shallow_clone();
+        for (i, conv) in self.hyper_synthesis.iter().enumerate() {
+            if i > 0 {
+                h = h.leaky_relu();
+            }
+            h = conv.forward(&h, self.precision);
+        }
+        let parts = h.chunk(2, 1);
+        (parts[0].shallow_clone(), parts[1].shallow_clone())
+    }
+
+    /// Gain vectors `[B, C, 1, 1]` for per-image rate settings `rate` (`[B]`).
+    pub fn interpolate(table: &Tensor, rate: &Tensor) -> Tensor {
+        let levels = table.size()[0];
+        let r = rate.clamp(0.0, (levels - 1) as f64);
+        let low = r.floor().clamp(0.0, (levels - 2) as f64);
+        let t = (&r - &low).unsqueeze(1);
+        let low = low.to_kind(Kind::Int64);
+        let high = &low + 1;
+        let g: Tensor =
+            table.index_select(0, &low) * (-&t + 1.0) + table.index_select(0, &high) * &t;
+        g.unsqueeze(-1).unsqueeze(-1)
+    }
+
+    pub fn gain(&self, rate: &Tensor) -> Tensor {
+        Self::interpolate(&self.gain, rate)
+    }
+    pub fn inverse_gain(&self, rate: &Tensor) -> Tensor {
+        Self::interpolate(&self.inverse_gain, rate)
+    }
+
+    /// The training forward pass: additive uniform noise stands in for quantization in
+    /// the rate terms; the synthesis sees the rounded latent through a straight-through
+    /// estimator, as the decoder will (Minnen & Singh 2020, "mixed" quantization).
+    pub fn forward_train(&self, x: &Tensor, rate: &Tensor) -> RdOutput {
+        let y = self.analysis(x) * self.gain(rate);
+        let z = self.hyper_analysis(&y) * Self::interpolate(&self.hyper_gain, rate);
+        let z_noisy = &z + z.rand_like() - 0.5;
+        let bits_z = -self.prior.likelihood(&z_noisy).log2().sum_dim_intlist(
+            &[1, 2, 3][..],
+            false,
+            Kind::Float,
+        );
+        let z_hat = ste_round(&z) * Self::interpolate(&self.inverse_hyper_gain, rate);
+        let (scale, mean) = self.hyper_synthesis(&z_hat);
+        let y_noisy = &y + y.rand_like() - 0.5;
+        let bits_y = -gaussian_likelihood(&y_noisy, &scale, &mean)
+            .log2()
+            .sum_dim_intlist(&[1, 2, 3][..], false, Kind::Float);
+        let y_hat = ste_round(&(&y - &mean)) + &mean;
+        let x_hat = self.synthesis(&(y_hat * self.inverse_gain(rate)));
+        RdOutput {
+            x_hat,
+            bits_y,
+            bits_z,
+        }
+    }
+}
+
+/// Probability of the integer bin around `y` under a Gaussian with the given mean and
+/// scale (the scale clamped to [`SCALE_BOUND`]); computed on the tail nearer zero for
+/// precision.
+pub fn gaussian_likelihood(y: &Tensor, scale: &Tensor, mean: &Tensor) -> Tensor {
+    let scale = scale.clamp_min(SCALE_BOUND);
+    let v = (y - mean).abs();
+    let upper = standard_normal_cdf(&((0.5 - &v) / &scale));
+    let lower = standard_normal_cdf(&((-0.5 - &v) / &scale));
+    (upper - lower).clamp_min(factorized::LIKELIHOOD_BOUND)
+}
+
+fn standard_normal_cdf(x: &Tensor) -> Tensor {
+    (x * -std::f64::consts::FRAC_1_SQRT_2).erfc() * 0.5
+}

@@ -1,0 +1,262 @@
+//! The shipped model file: one safetensors file holding the networks' weights (f16),
+//! the gain tables (f32) and the hyper-latent's integer CDF tables, with the
+//! architecture in its metadata.
+//!
+//! The file's SHA-256 (first 8 bytes) is the model identifier written into every
+//! bitstream, so a file is never decoded with weights other than those that made it.
+
+use crate::error::{MirageError, Result};
+use crate::model::{layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
+use half::f16;
+use mirage_entropy::CdfTable;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+pub const FORMAT_NAME: &str = "mirage-hyperprior-v1";
+
+/// The hyper-latent's per-channel pmf is evaluated on `-RADIUS..=RADIUS` and then
+/// trimmed to the range holding all but `TAIL_MASS` of it; values beyond are escaped.
+const RADIUS: i64 = 256;
+const TAIL_MASS: f64 = 1e-7;
+
+/// Everything in a model file, decoded into plain vectors.
+pub struct ModelFile {
+    pub id: [u8; 8],
+    pub config: ModelConfig,
+    /// f32 copies of all network weights, by checkpoint key, with their shapes.
+    pub tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
+    pub hyper_tables: Vec<CdfTable>,
+}
+
+pub fn id_hex(id: &[u8; 8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the shipped model file from a training checkpoint (`model.safetensors` of a
+/// run directory): weights to f16, the factorized prior to integer CDF tables.
+pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Result<[u8; 8]> {
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+    vs.load(checkpoint)?;
+
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in vars {
+        // The density network is replaced by its integer tables below.
+        if name.starts_with("prior.") {
+            continue;
+        }
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        let bytes = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        owned.push((name, Dtype::F16, shape, bytes));
+    }
+
+    // Per-channel integer CDF tables of the hyper-latent.
+    let pmf = Vec::<f64>::try_from(model.prior.integer_pmf(RADIUS).flatten(0, -1))?;
+    let width = (2 * RADIUS + 1) as usize;
+    let tables: Vec<CdfTable> = pmf
+        .chunks(width)
+        .map(|p| {
+            let (lo, hi) = trimmed_range(p);
+            CdfTable::from_pmf(&p[lo..=hi], lo as i32 - RADIUS as i32)
+        })
+        .collect();
+    let longest = tables.iter().map(|t| t.cdf().len()).max().unwrap_or(0);
+    let mut cdf = vec![0i32; tables.len() * longest];
+    for (c, t) in tables.iter().enumerate() {
+        for (i, &v) in t.cdf().iter().enumerate() {
+            cdf[c * longest + i] = v as i32;
+        }
+    }
+    let lengths: Vec<i32> = tables.iter().map(|t| t.cdf().len() as i32).collect();
+    let offsets: Vec<i32> = tables.iter().map(|t| t.offset()).collect();
+    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    owned.push((
+        "hyper_cdf".into(),
+        Dtype::I32,
+        vec![tables.len(), longest],
+        i32_bytes(&cdf),
+    ));
+    owned.push((
+        "hyper_cdf_length".into(),
+        Dtype::I32,
+        vec![tables.len()],
+        i32_bytes(&lengths),
+    ));
+    owned.push((
+        "hyper_cdf_offset".into(),
+        Dtype::I32,
+        vec![tables.len()],
+        i32_bytes(&offsets),
+    ));
+
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT_NAME.to_string()),
+        ("n".to_string(), config.n.to_string()),
+        ("m".to_string(), config.m.to_string()),
+        ("levels".to_string(), LEVELS.to_string()),
+    ]);
+    let bytes = safetensors::serialize(views, &Some(metadata))?;
+    let tmp = out.with_extension("tmp");
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, out)?;
+    Ok(model_id(&bytes))
+}
+
+/// The smallest index range holding all but `TAIL_MASS` of a pmf, always including 0
+/// (the centre, index `RADIUS`).
+fn trimmed_range(p: &[f64]) -> (usize, usize) {
+    let centre = RADIUS as usize;
+    let (mut lo, mut hi) = (0, p.len() - 1);
+    let mut tail = 0.0;
+    while lo < centre && tail + p[lo] < TAIL_MASS / 2.0 {
+        tail += p[lo];
+        lo += 1;
+    }
+    tail = 0.0;
+    while hi > centre && tail + p[hi] < TAIL_MASS / 2.0 {
+        tail += p[hi];
+        hi -= 1;
+    }
+    (lo, hi)
+}
+
+pub fn model_id(bytes: &[u8]) -> [u8; 8] {
+    let digest = Sha256::digest(bytes);
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id
+}
+
+impl ModelFile {
+    pub fn load(path: &Path) -> Result<ModelFile> {
+        let bytes = std::fs::read(path).map_err(|source| MirageError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&bytes).map_err(|reason| MirageError::InvalidModel {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    fn parse(bytes: &[u8]) -> std::result::Result<ModelFile, String> {
+        let (_, meta) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| format!("not a safetensors file ({e})"))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT_NAME) {
+            return Err(format!("not a {FORMAT_NAME} model"));
+        }
+        let number = |key: &str| -> std::result::Result<i64, String> {
+            meta.get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("metadata lacks {key}"))
+        };
+        let config = ModelConfig {
+            n: number("n")?,
+            m: number("m")?,
+        };
+        if number("levels")? != LEVELS as i64 {
+            return Err("model has a different number of rate levels".into());
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+        let mut tensors = HashMap::new();
+        let mut ints: HashMap<String, Vec<i32>> = HashMap::new();
+        for (name, view) in st.tensors() {
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            match view.dtype() {
+                Dtype::F16 => {
+                    let v = view
+                        .data()
+                        .chunks_exact(2)
+                        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect();
+                    tensors.insert(name, (shape, v));
+                }
+                Dtype::I32 => {
+                    let v = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    ints.insert(name, v);
+                }
+                other => return Err(format!("unexpected dtype {other:?} for {name}")),
+            }
+        }
+        let get = |k: &str| ints.get(k).ok_or_else(|| format!("missing {k}"));
+        let (cdf, lengths, offsets) = (
+            get("hyper_cdf")?,
+            get("hyper_cdf_length")?,
+            get("hyper_cdf_offset")?,
+        );
+        if lengths.len() != config.n as usize || offsets.len() != lengths.len() {
+            return Err("hyper-latent tables do not match the channel count".into());
+        }
+        let longest = cdf.len() / lengths.len().max(1);
+        let mut hyper_tables = vec![];
+        for (c, (&len, &offset)) in lengths.iter().zip(offsets).enumerate() {
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= longest)
+                .ok_or("bad table length")?;
+            let row: Vec<u32> = cdf[c * longest..c * longest + len]
+                .iter()
+                .map(|&v| v as u32)
+                .collect();
+            hyper_tables.push(CdfTable::from_cdf(row, offset).map_err(|e| e.to_string())?);
+        }
+        Ok(ModelFile {
+            id: model_id(bytes),
+            config,
+            tensors,
+            hyper_tables,
+        })
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&(Vec<i64>, Vec<f32>)> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| MirageError::InvalidModel {
+                path: "(loaded)".into(),
+                reason: format!("missing tensor {name}"),
+            })
+    }
+
+    /// Copies the weights into a freshly built network (all but the density network,
+    /// whose job the integer tables do).
+    pub fn fill(&self, vs: &VarStore) -> Result<()> {
+        tch::no_grad(|| {
+            for (name, mut var) in vs.variables() {
+                if name.starts_with("prior.") {
+                    continue;
+                }
+                let (shape, values) = self.tensor(&name)?;
+                if *shape != var.size() {
+                    return Err(MirageError::InvalidModel {
+                        path: "(loaded)".into(),
+                        reason: format!("{name} has shape {shape:?}, expected {:?}", var.size()),
+                    });
+                }
+                var.copy_(
+                    &Tensor::from_slice(values)
+                        .view(shape.as_slice())
+                        .to_kind(Kind::Float),
+                );
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! `mirage train`: rate–distortion training of the hyperprior over the whole rate range.
+//!
+//! Each image of a batch gets its own continuous rate setting `r ~ U[0, levels − 1]`,
+//! and its loss is `λ(r) · 255² · MSE + bpp`. A run directory holds:
+//! `model.safetensors` (the weights, f32), `adam.safetensors` (optimizer state, never
+//! committed), `log.csv` (the training curve) and `validation.csv` (held-out photos,
+//! not Kodak, at three rate settings). Re-running the same command resumes.
+
+pub mod adam;
+pub mod data;
+
+use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
+use crate::progress;
+use adam::Adam;
+use anyhow::{Context, Result};
+use data::{mse_per_image, Dataset};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub run_dir: PathBuf,
+    /// Total steps of the run (a resumed run continues up to this).
+    pub steps: i64,
+    pub batch: usize,
+    pub crop: u32,
+    pub lr: f64,
+    /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
+    pub decay_steps: i64,
+    pub config: ModelConfig,
+    pub precision: ConvPrecision,
+    pub checkpoint_every: i64,
+    pub validate_every: i64,
+    pub seed: u64,
+}
+
+fn learning_rate(o: &TrainOptions, step: i64) -> f64 {
+    let decay_start = o.steps - o.decay_steps;
+    if step < decay_start {
+        o.lr
+    } else {
+        let t = (step - decay_start) as f64 / o.decay_steps.max(1) as f64;
+        o.lr * (1.0 - 0.95 * t.min(1.0))
+    }
+}
+
+/// Writes a file through a temporary name and a rename, so a crash never leaves a
+/// half-written checkpoint in place of a good one.
+fn save_atomically(vs: &VarStore, path: &std::path::Path) -> Result<()> {
+    let tmp = path.with_extension("tmp.safetensors");
+    vs.save(&tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+pub fn train(o: &TrainOptions) -> Result<()> {
+    std::fs::create_dir_all(&o.run_dir)?;
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    tch::manual_seed(o.seed as i64);
+    eprintln!("loading training images from {}", o.data.display());
+    let data = Dataset::load(&o.data, o.crop.max(256))?;
+    eprintln!(
+        "{} training and {} validation images",
+        data.train.len(),
+        data.validation.len()
+    );
+    let validation = data.validation_crops(256);
+
+    let mut vs = VarStore::new(Device::Cpu);
+    let model = Hyperprior::new(&vs.root(), o.config, o.precision);
+    let mut adam = Adam::new(&vs);
+    let model_path = o.run_dir.join("model.safetensors");
+    let adam_path = o.run_dir.join("adam.safetensors");
+    if model_path.exists() {
+        vs.load(&model_path).context("resuming weights")?;
+        if adam_path.exists() {
+            adam.load(&adam_path).context("resuming optimizer state")?;
+        }
+        eprintln!("resumed at step {}", adam.step);
+        // Each resume gets fresh randomness; the same seed again would replay old crops.
+        rng = StdRng::seed_from_u64(o.seed ^ adam.step as u64);
+        tch::manual_seed(o.seed as i64 ^ adam.step);
+    }
+    let elapsed_path = o.run_dir.join("elapsed_seconds");
+    let elapsed_before: f64 = std::fs::read_to_string(&elapsed_path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0.0);
+
+    let log_path = o.run_dir.join("log.csv");
+    let new_log = !log_path.exists();
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    if new_log {
+        writeln!(
+            log,
+            "step,wall_seconds,lr,loss,bpp,psnr_mixed_rates,grad_norm"
+        )?;
+    }
+    let val_path = o.run_dir.join("validation.csv");
+    let new_val = !val_path.exists();
+    let mut val_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&val_path)?;
+    if new_val {
+        writeln!(val_log, "step,wall_seconds,rate,bpp_estimate,psnr")?;
+    }
+
+    let bar = progress::bar((o.steps - adam.step).max(0) as u64, "training");
+    let start = Instant::now();
+    let pixels = (o.crop * o.crop) as f64;
+    let (mut acc_loss, mut acc_bpp, mut acc_psnr, mut acc_n): (f64, f64, f64, i64) =
+        (0.0, 0.0, 0.0, 0);
+    while adam.step < o.steps {
+        let step = adam.step;
+        let x = data.batch(&mut rng, o.batch, o.crop);
+        let rates: Vec<f32> = (0..o.batch)
+            .map(|_| rng.gen_range(0.0..(LEVELS - 1) as f32))
+            .collect();
+        let lambdas: Vec<f32> = rates.iter().map(|&r| lambda_at(r as f64) as f32).collect();
+        let rate = Tensor::from_slice(&rates);
+        let lambda = Tensor::from_slice(&lambdas);
+
+        let out = model.forward_train(&x, &rate);
+        let mse = mse_per_image(&out.x_hat, &x);
+        let bpp = (&out.bits_y + &out.bits_z) / pixels;
+        let loss = (&lambda * 255.0 * 255.0 * &mse + &bpp).mean(Kind::Float);
+        adam.zero_grad();
+        loss.backward();
+        let grad_norm = adam.clip_grad_norm(1.0);
+        let lr = learning_rate(o, step);
+        adam.update(lr);
+
+        let loss_v = loss.double_value(&[]);
+        if !loss_v.is_finite() {
+            anyhow::bail!("loss became {loss_v} at step {step}; resume from the last checkpoint with a lower --lr");
+        }
+        acc_loss += loss_v;
+        acc_bpp += bpp.mean(Kind::Float).double_value(&[]);
+        acc_psnr += (mse.log10() * -10.0).mean(Kind::Float).double_value(&[]);
+        acc_n += 1;
+        bar.inc(1);
+        let done = adam.step;
+        let wall = elapsed_before + start.elapsed().as_secs_f64();
+        if done % 50 == 0 {
+            let n = acc_n as f64;
+            writeln!(
+                log,
+                "{done},{wall:.1},{lr:.3e},{:.4},{:.4},{:.3},{grad_norm:.3}",
+                acc_loss / n,
+                acc_bpp / n,
+                acc_psnr / n
+            )?;
+            bar.set_message(format!(
+                "loss {:.3} bpp {:.3} psnr {:.2}",
+                acc_loss / n,
+                acc_bpp / n,
+                acc_psnr / n
+            ));
+            (acc_loss, acc_bpp, acc_psnr, acc_n) = (0.0, 0.0, 0.0, 0);
+        }
+        if done % o.validate_every == 0 || done == o.steps {
+            for r in [0.0f32, 3.5, 7.0] {
+                let (bpp, psnr) = validate(&model, &validation, r);
+                writeln!(val_log, "{done},{wall:.1},{r},{bpp:.4},{psnr:.3}")?;
+            }
+        }
+        if done % o.checkpoint_every == 0 || done == o.steps {
+            save_atomically(&vs, &model_path)?;
+            adam.save(&adam_path)?;
+            std::fs::write(&elapsed_path, format!("{wall:.1}\n"))?;
+            log.flush()?;
+            val_log.flush()?;
+        }
+    }
+    bar.finish();
+    vs.freeze();
+    Ok(())
+}
+
+/// Estimated bpp (from the likelihoods) and PSNR on the held-out crops at one rate.
+fn validate(model: &Hyperprior, crops: &[Tensor], rate: f32) -> (f64, f64) {
+    tch::no_grad(|| {
+        let (mut bpp, mut psnr) = (0.0, 0.0);
+        for x in crops {
+            let r = Tensor::from_slice(&[rate]);
+            let out = model.forward_train(x, &r);
+            let pixels = (x.size()[2] * x.size()[3]) as f64;
+            bpp += (&out.bits_y + &out.bits_z).double_value(&[0]) / pixels;
+            let mse = mse_per_image(&out.x_hat.clamp(0.0, 1.0), x).double_value(&[0]);
+            psnr += -10.0 * mse.log10();
+        }
+        let n = crops.len().max(1) as f64;
+        (bpp / n, psnr / n)
+    })
+}

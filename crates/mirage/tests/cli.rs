@@ -1,0 +1,200 @@
+//! The command line end to end: thread-count independence, and bad input, which must
+//! give a one-line `mirage:` error, a non-zero exit, no panic and no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mirage(args: &[&str], threads: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["--threads", threads])
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads)
+        .output()
+        .expect("runs")
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs a command that must fail cleanly, and returns its message.
+fn fails(args: &[&str]) -> String {
+    let out = mirage(args, "2");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.starts_with("mirage: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+fn encoded(dir: &Path) -> PathBuf {
+    let mrg = dir.join("a.mrg");
+    let out = mirage(&["encode", s(&sample()), s(&mrg), "--quality", "40"], "1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    mrg
+}
+
+#[test]
+fn encode_with_one_thread_decodes_identically_with_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = encoded(dir.path());
+    let (one, two) = (dir.path().join("one.png"), dir.path().join("two.png"));
+    assert!(mirage(&["decode", s(&mrg), s(&one)], "1").status.success());
+    assert!(mirage(&["decode", s(&mrg), s(&two)], "2").status.success());
+    let a = image::open(&one).unwrap().to_rgb8();
+    let b = image::open(&two).unwrap().to_rgb8();
+    let differing = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .filter(|(x, y)| x != y)
+        .count();
+    assert_eq!(
+        differing,
+        0,
+        "{differing} of {} values differ",
+        a.as_raw().len()
+    );
+}
+
+#[test]
+fn info_shows_header_and_sections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = encoded(dir.path());
+    let out = mirage(&["info", s(&mrg)], "1");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("size:        200x136"), "{text}");
+    assert!(text.contains("rate:        400 of 1000"), "{text}");
+    assert!(text.contains("section 1:"), "{text}");
+}
+
+fn decode_fails_without_output(bytes: &[u8], expect: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.mrg");
+    std::fs::write(&bad, bytes).unwrap();
+    let out_png = dir.path().join("out.png");
+    let err = fails(&["decode", s(&bad), s(&out_png)]);
+    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+    assert!(!out_png.exists());
+    // Nor any temporary file left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn truncated_corrupted_empty_and_foreign_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(encoded(dir.path())).unwrap();
+    decode_fails_without_output(&good[..good.len() / 2], "truncated");
+    decode_fails_without_output(&good[..10], "truncated");
+    decode_fails_without_output(&[], "empty");
+    decode_fails_without_output(&std::fs::read(sample()).unwrap(), "not a Mirage file");
+    let mut corrupted = good.clone();
+    let last = corrupted.len() - 5;
+    corrupted[last] ^= 0x40;
+    decode_fails_without_output(&corrupted, "checksum");
+}
+
+#[test]
+fn wrong_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(encoded(dir.path())).unwrap();
+    let mut c = mirage_format::read(&good).unwrap();
+    c.header.model_id = [1, 2, 3, 4, 5, 6, 7, 8];
+    decode_fails_without_output(
+        &mirage_format::write(&c).unwrap(),
+        "made with model 0102030405060708",
+    );
+}
+
+#[test]
+fn absurd_dimensions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(encoded(dir.path())).unwrap();
+    let mut c = mirage_format::read(&good).unwrap();
+    // Within the container's limits, beyond the codec's pixel limit.
+    c.header.width = 8192;
+    c.header.height = 8192;
+    decode_fails_without_output(&mirage_format::write(&c).unwrap(), "at most");
+    // A wide input image (valid PNG, tiny file) is refused at encode time.
+    let wide = dir.path().join("wide.png");
+    image::RgbImage::new(20000, 1).save(&wide).unwrap();
+    let out = dir.path().join("wide.mrg");
+    let err = fails(&["encode", s(&wide), s(&out)]);
+    assert!(err.contains("wide.png"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn unreadable_input_and_unwritable_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"this is not a png").unwrap();
+    let out = dir.path().join("junk.mrg");
+    let err = fails(&["encode", s(&junk), s(&out)]);
+    assert!(err.contains("junk.png"), "{err}");
+    assert!(!out.exists());
+    let err = fails(&["encode", s(&dir.path().join("missing.png")), s(&out)]);
+    assert!(err.contains("missing.png"), "{err}");
+    let err = fails(&["encode", s(&sample()), "/nonexistent-dir/x.mrg"]);
+    assert!(err.contains("cannot write /nonexistent-dir/x.mrg"), "{err}");
+}
+
+#[test]
+fn existing_output_is_not_overwritten_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = encoded(dir.path());
+    let precious = dir.path().join("precious.png");
+    std::fs::write(&precious, b"user data").unwrap();
+    let err = fails(&["decode", s(&mrg), s(&precious)]);
+    assert!(err.contains("exists"), "{err}");
+    assert_eq!(std::fs::read(&precious).unwrap(), b"user data");
+    assert!(mirage(&["decode", s(&mrg), s(&precious), "--force"], "2")
+        .status
+        .success());
+    assert!(image::open(&precious).is_ok());
+}
+
+#[test]
+fn greyscale_and_alpha_inputs_are_converted_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = image::open(sample()).unwrap();
+    for (name, img) in [
+        ("grey.png", image::DynamicImage::ImageLuma8(rgb.to_luma8())),
+        ("alpha.png", image::DynamicImage::ImageRgba8(rgb.to_rgba8())),
+    ] {
+        let src = dir.path().join(name);
+        img.save(&src).unwrap();
+        let dst = dir.path().join(format!("{name}.mrg"));
+        let out = mirage(&["encode", s(&src), s(&dst)], "2");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("note:"), "{err}");
+        assert!(dst.exists());
+    }
+}
+
+#[test]
+fn folders_are_processed_in_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, enc, dec) = (
+        dir.path().join("src"),
+        dir.path().join("enc"),
+        dir.path().join("dec"),
+    );
+    std::fs::create_dir(&src).unwrap();
+    std::fs::copy(sample(), src.join("a.png")).unwrap();
+    std::fs::copy(sample(), src.join("b.png")).unwrap();
+    assert!(mirage(&["encode", s(&src), s(&enc)], "2").status.success());
+    assert!(enc.join("a.mrg").exists() && enc.join("b.mrg").exists());
+    assert!(mirage(&["decode", s(&enc), s(&dec)], "2").status.success());
+    assert!(dec.join("a.png").exists() && dec.join("b.png").exists());
+}
