@@ -62,6 +62,9 @@ pub struct EncodeReport {
     /// continuous Gaussian likelihood of the coded latent (the training objective's
     /// estimate) plus the hyper-latent's table probabilities.
     pub estimated_payload_bits: f64,
+    /// The ideal code length of the coded symbols under the integer tables the coder
+    /// actually uses (what rANS can approach, within its 4-byte final states).
+    pub table_payload_bits: f64,
     pub timings: Timings,
     /// The Gaussian table chosen for each latent element, for checking that the
     /// decoder's path ([`Codec::scale_indexes`]) selects the very same ones.
@@ -281,13 +284,16 @@ impl Codec {
         let bytes = mirage_format::write(&container)?;
         t.entropy_coding = start.elapsed();
 
-        let estimated_payload_bits = self.estimate_latent_bits(&symbols, &params)
-            + estimate_table_bits(&z, &hyper_indexes, &self.hyper_tables);
+        let hyper_bits = estimate_table_bits(&z, &hyper_indexes, &self.hyper_tables);
+        let estimated_payload_bits = self.estimate_latent_bits(&symbols, &params) + hyper_bits;
+        let table_payload_bits =
+            hyper_bits + estimate_table_bits(&symbols, &indexes, gaussian::gaussian_tables());
         let report = EncodeReport {
             rate,
             bytes: bytes.len(),
             header_bytes: mirage_format::header_size(2),
             estimated_payload_bits,
+            table_payload_bits,
             timings: t,
             scale_indexes: indexes,
         };

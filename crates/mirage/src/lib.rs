@@ -16,8 +16,8 @@
 pub mod bench;
 pub mod codec;
 pub mod error;
+pub mod evaluation;
 pub mod image_io;
-pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod progress;
@@ -25,3 +25,5 @@ pub mod train;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};
 pub use error::MirageError;
+/// Quality metrics (PSNR, MS-SSIM, SSIMULACRA2, butteraugli), shared with the evaluation suite.
+pub use mirage_eval::metrics;

@@ -5,11 +5,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mirage::bench::{self, BenchOptions};
 use mirage::codec::{default_model_path, Codec, RateTarget};
+use mirage::evaluation::MirageUnderTest;
 use mirage::image_io::{read_image, write_atomically, write_image};
 use mirage::model::{layers::ConvPrecision, ModelConfig};
 use mirage::model_file::{export, id_hex};
 use mirage::train::{train, TrainOptions};
 use mirage::{metrics, progress};
+use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -95,6 +97,34 @@ enum Command {
         )]
         qualities: Vec<f64>,
         #[arg(long, default_value = "bench-results")]
+        out_dir: PathBuf,
+    },
+    /// Mirage against the classic codecs (JPEG, WebP, AVIF, JPEG XL, HEIC) at matched
+    /// bpp: CSV, Markdown, BD-rates, an RD plot and an HTML page of crops.
+    Eval {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "mirage,jpeg,webp,avif,jxl,jxl-r8,heic"
+        )]
+        codecs: Vec<String>,
+        /// Target bits per pixel.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.03,0.06,0.12,0.25,0.5,1.0"
+        )]
+        targets: Vec<f64>,
+        /// The codec BD-rates are computed against.
+        #[arg(long, default_value = "avif")]
+        anchor: String,
+        /// Skip butteraugli (about as slow as an encode).
+        #[arg(long)]
+        no_butteraugli: bool,
+        #[arg(long, default_value = "eval-results")]
         out_dir: PathBuf,
     },
     /// Write the shipped model file from a training checkpoint.
@@ -225,8 +255,8 @@ fn run(cli: Cli) -> Result<()> {
                 input.display(),
                 bytes.len(),
                 bytes.len() as f64 * 8.0 / pixels,
-                metrics::psnr(&original, &decoded),
-                metrics::ssimulacra2(&original, &decoded).unwrap_or(f64::NAN),
+                metrics::psnr(&original, &decoded)?,
+                metrics::ssimulacra2(&original, &decoded)?,
                 mrg.display(),
                 png.display()
             );
@@ -248,6 +278,51 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             println!("{table}");
             eprintln!("wrote {0}/kodak.csv and {0}/kodak.md", out_dir.display());
+            Ok(())
+        }
+        Command::Eval {
+            images,
+            codecs,
+            targets,
+            anchor,
+            no_butteraugli,
+            out_dir,
+        } => {
+            let mut classic = vec![];
+            let mut mirage_codec = None;
+            for name in &codecs {
+                if name == "mirage" {
+                    mirage_codec = Some(MirageUnderTest {
+                        codec: load_codec(&cli.model)?,
+                    });
+                } else {
+                    classic.push(
+                        ClassicCodec::by_name(name)
+                            .with_context(|| format!("unknown codec {name}"))?,
+                    );
+                }
+            }
+            let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
+            if let Some(m) = &mirage_codec {
+                under_test.push(m);
+            }
+            under_test.extend(classic.iter().map(|c| c as &dyn CodecUnderTest));
+            let options = EvalOptions {
+                targets_bpp: targets,
+                butteraugli: !no_butteraugli,
+                anchor: Some(anchor),
+                ..EvalOptions::default()
+            };
+            let paths = if images.is_dir() {
+                suite::image_paths(&images)?
+            } else {
+                vec![images]
+            };
+            let report = suite::run(&under_test, &paths, &options)?;
+            for path in report.write_all(&out_dir)? {
+                eprintln!("wrote {}", path.display());
+            }
+            print!("{}", report.markdown());
             Ok(())
         }
         Command::Export {

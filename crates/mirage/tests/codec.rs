@@ -32,7 +32,7 @@ fn round_trip_keeps_size_and_content() {
     assert_eq!(report.bytes, bytes.len());
     let (out, _) = codec.decompress(&bytes).unwrap();
     assert_eq!(out.dimensions(), img.dimensions());
-    let psnr = mirage::metrics::psnr(&img, &out);
+    let psnr = mirage::metrics::psnr(&img, &out).unwrap();
     // A broken pipeline (wrong channel order, no gain, misaligned crop) lands far below.
     assert!(psnr > 18.0, "PSNR {psnr}");
 }

@@ -1,0 +1,41 @@
+//! Mirage's evaluation suite (issue 3): Mirage and the classic codecs compared at matched
+//! file sizes, with metrics, BD-rates, plots and a side-by-side report.
+//!
+//! This crate does not depend on libtorch: Mirage plugs in from the `mirage` crate by
+//! implementing [`CodecUnderTest`]. Modules, one concept each:
+//! - [`codecs`]: the [`CodecUnderTest`] trait and the classic codecs run through their Debian
+//!   command-line tools;
+//! - [`rate_match`]: bisection of a codec's setting to a target bpp, with typed unreachable
+//!   results;
+//! - [`metrics`]: PSNR, MS-SSIM, SSIMULACRA2, butteraugli;
+//! - [`bd_rate`]: Bjøntegaard delta rate with PCHIP interpolation;
+//! - [`report`]: CSV, Markdown, SVG plot, HTML with crops;
+//! - [`suite`]: the loop over images × codecs × targets.
+//!
+//! ```no_run
+//! use mirage_eval::{suite, ClassicCodec, CodecUnderTest};
+//! # fn main() -> anyhow::Result<()> {
+//! let codecs = ClassicCodec::all();
+//! let codecs: Vec<&dyn CodecUnderTest> = codecs.iter().map(|c| c as _).collect();
+//! let images = suite::image_paths("../shared/data/kodak".as_ref())?;
+//! let report = suite::run(&codecs, &images, &suite::EvalOptions::default())?;
+//! report.write_all("eval-out".as_ref())?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod bd_rate;
+pub mod codecs;
+pub mod metrics;
+pub mod rate_match;
+pub mod report;
+pub mod suite;
+
+pub use bd_rate::{bd_rate, bd_rate_checked, BdRateError, RatePoint};
+pub use codecs::{
+    load_image, CallStats, ClassicCodec, ClassicKind, CodecUnderTest, MoreBits, SettingRange, Tool,
+    ToolError,
+};
+pub use rate_match::{encode_at_bpp, Encoding, Matched, RateMatcher, Reach};
+pub use report::{Crop, CropRegion, MeanPoint, Metric, Report, Row};
+pub use suite::{EvalOptions, DEFAULT_TARGETS_BPP};

@@ -1,0 +1,847 @@
+//! Outputs of an evaluation run: CSV (every measurement), a Markdown summary (means,
+//! unreachable targets, BD-rates, caveats), an SVG rate–quality plot and an HTML page of
+//! side-by-side crops.
+//!
+//! Rows whose target was unreachable are kept everywhere they can be: in the CSV with
+//! `reached=false`, listed by name in the Markdown, and marked on their crops. They are left
+//! out of means, curves and BD-rates, because there they would be compared at a rate that is
+//! not the target.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use image::RgbImage;
+
+use crate::bd_rate::{bd_rate_checked, RatePoint};
+use crate::rate_match::Reach;
+
+/// One codec on one image at one target rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Image file name (without directory).
+    pub image: String,
+    pub codec: String,
+    pub target_bpp: f64,
+    pub setting: f64,
+    /// The setting as the codec prints it, e.g. `q40`.
+    pub setting_label: String,
+    pub bytes: usize,
+    pub bpp: f64,
+    pub psnr: f64,
+    pub ms_ssim: f64,
+    pub ssimulacra2: f64,
+    /// Butteraugli max-norm and 3-norm, if computed.
+    pub butteraugli: Option<f64>,
+    pub butteraugli_3norm: Option<f64>,
+    pub encode_s: f64,
+    pub decode_s: f64,
+    /// Image megapixels; with the times gives MP/s.
+    pub megapixels: f64,
+    pub encode_peak_rss_kib: Option<u64>,
+    pub decode_peak_rss_kib: Option<u64>,
+    pub reach: Reach,
+    /// False if the bisection budget ran out (the file is within target but maybe not the
+    /// largest such).
+    pub converged: bool,
+    /// Encoder runs the rate match needed for this target (cache hits excluded).
+    pub probes: usize,
+}
+
+impl Row {
+    pub fn encode_mps(&self) -> f64 {
+        self.megapixels / self.encode_s
+    }
+    pub fn decode_mps(&self) -> f64 {
+        self.megapixels / self.decode_s
+    }
+}
+
+/// The region cropped for the side-by-side page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropRegion {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl CropRegion {
+    /// A `size`×`size` square centred on `centre` (default: the image centre), clamped to fit.
+    pub fn square(image_w: u32, image_h: u32, size: u32, centre: Option<(u32, u32)>) -> Self {
+        let (width, height) = (size.min(image_w), size.min(image_h));
+        let (cx, cy) = centre.unwrap_or((image_w / 2, image_h / 2));
+        let x = cx.saturating_sub(width / 2).min(image_w - width);
+        let y = cy.saturating_sub(height / 2).min(image_h - height);
+        CropRegion {
+            x,
+            y,
+            width,
+            height,
+        }
+    }
+
+    pub fn cut(&self, img: &RgbImage) -> RgbImage {
+        image::imageops::crop_imm(img, self.x, self.y, self.width, self.height).to_image()
+    }
+}
+
+/// A crop of the original (`codec == None`) or of a decoded image at a target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crop {
+    pub image: String,
+    pub codec: Option<String>,
+    pub target_bpp: Option<f64>,
+    pub region: CropRegion,
+    pub pixels: RgbImage,
+}
+
+/// Everything an evaluation run measured, ready to be written out.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub crops: Vec<Crop>,
+    /// `(name, description)` of each codec, in run order.
+    pub codecs: Vec<(String, String)>,
+    pub targets_bpp: Vec<f64>,
+    pub images: Vec<String>,
+    /// Codec the BD-rates are computed against.
+    pub anchor: Option<String>,
+}
+
+/// Mean of one codec at one target over the images that reached it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeanPoint {
+    pub target_bpp: f64,
+    pub images: usize,
+    pub reached: usize,
+    pub bpp: f64,
+    pub psnr: f64,
+    pub ms_ssim: f64,
+    pub ssimulacra2: f64,
+    pub butteraugli: Option<f64>,
+    pub butteraugli_3norm: Option<f64>,
+    /// Total megapixels / total seconds over the reached images.
+    pub encode_mps: f64,
+    pub decode_mps: f64,
+    pub encode_peak_mib: Option<f64>,
+    pub decode_peak_mib: Option<f64>,
+}
+
+impl MeanPoint {
+    /// All images reached the target, so the mean is over the same images as other codecs'.
+    pub fn complete(&self) -> bool {
+        self.reached == self.images && self.images > 0
+    }
+}
+
+/// A metric a BD-rate and plot can use, oriented so that higher is better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Psnr,
+    MsSsim,
+    Ssimulacra2,
+    Butteraugli,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [
+        Metric::Psnr,
+        Metric::MsSsim,
+        Metric::Ssimulacra2,
+        Metric::Butteraugli,
+    ];
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Metric::Psnr => "PSNR",
+            Metric::MsSsim => "MS-SSIM",
+            Metric::Ssimulacra2 => "SSIMULACRA2",
+            Metric::Butteraugli => "butteraugli (max-norm)",
+        }
+    }
+
+    /// The metric with "higher is better" orientation (butteraugli is negated).
+    fn quality(&self, p: &MeanPoint) -> Option<f64> {
+        match self {
+            Metric::Psnr => Some(p.psnr),
+            Metric::MsSsim => Some(p.ms_ssim),
+            Metric::Ssimulacra2 => Some(p.ssimulacra2),
+            Metric::Butteraugli => p.butteraugli.map(|b| -b),
+        }
+    }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n as f64
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl Report {
+    fn codec_names(&self) -> Vec<String> {
+        self.codecs.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn rows_for<'a>(&'a self, codec: &'a str, target: f64) -> impl Iterator<Item = &'a Row> {
+        self.rows
+            .iter()
+            .filter(move |r| r.codec == codec && r.target_bpp == target)
+    }
+
+    /// Per-target means of one codec, over the images that reached each target.
+    pub fn mean_curve(&self, codec: &str) -> Vec<MeanPoint> {
+        self.targets_bpp
+            .iter()
+            .filter_map(|&target| {
+                let all: Vec<&Row> = self.rows_for(codec, target).collect();
+                let ok: Vec<&Row> = all
+                    .iter()
+                    .copied()
+                    .filter(|r| r.reach.is_reached())
+                    .collect();
+                if ok.is_empty() {
+                    return (!all.is_empty()).then_some(MeanPoint {
+                        target_bpp: target,
+                        images: all.len(),
+                        reached: 0,
+                        bpp: f64::NAN,
+                        psnr: f64::NAN,
+                        ms_ssim: f64::NAN,
+                        ssimulacra2: f64::NAN,
+                        butteraugli: None,
+                        butteraugli_3norm: None,
+                        encode_mps: f64::NAN,
+                        decode_mps: f64::NAN,
+                        encode_peak_mib: None,
+                        decode_peak_mib: None,
+                    });
+                }
+                let optional_mean = |f: fn(&Row) -> Option<f64>| {
+                    let v: Option<Vec<f64>> = ok.iter().map(|r| f(r)).collect();
+                    v.map(|v| mean(v.into_iter()))
+                };
+                let peak = |f: fn(&Row) -> Option<u64>| {
+                    ok.iter().filter_map(|r| f(r)).max().map(kib_to_mib)
+                };
+                let mp: f64 = ok.iter().map(|r| r.megapixels).sum();
+                Some(MeanPoint {
+                    target_bpp: target,
+                    images: all.len(),
+                    reached: ok.len(),
+                    bpp: mean(ok.iter().map(|r| r.bpp)),
+                    psnr: mean(ok.iter().map(|r| r.psnr)),
+                    ms_ssim: mean(ok.iter().map(|r| r.ms_ssim)),
+                    ssimulacra2: mean(ok.iter().map(|r| r.ssimulacra2)),
+                    butteraugli: optional_mean(|r| r.butteraugli),
+                    butteraugli_3norm: optional_mean(|r| r.butteraugli_3norm),
+                    encode_mps: mp / ok.iter().map(|r| r.encode_s).sum::<f64>(),
+                    decode_mps: mp / ok.iter().map(|r| r.decode_s).sum::<f64>(),
+                    encode_peak_mib: peak(|r| r.encode_peak_rss_kib),
+                    decode_peak_mib: peak(|r| r.decode_peak_rss_kib),
+                })
+            })
+            .collect()
+    }
+
+    /// Points of the curve used for plots and BD-rates: complete targets only.
+    fn curve_points(&self, codec: &str, metric: Metric) -> Vec<RatePoint> {
+        self.mean_curve(codec)
+            .iter()
+            .filter(|p| p.complete())
+            .filter_map(|p| metric.quality(p).map(|q| RatePoint::new(p.bpp, q)))
+            .collect()
+    }
+
+    /// All rows as CSV, one line per (image, codec, target). Missing values are empty.
+    pub fn csv(&self) -> String {
+        let mut out = String::from(
+            "image,codec,target_bpp,setting,bytes,bpp,psnr,ms_ssim,ssimulacra2,butteraugli,\
+             butteraugli_3norm,encode_s,decode_s,encode_mps,decode_mps,encode_peak_mib,\
+             decode_peak_mib,reached,reach,converged,probes\n",
+        );
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
+        for r in &self.rows {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{:.6},{:.4},{:.6},{:.4},{},{},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{},{}",
+                csv_field(&r.image),
+                csv_field(&r.codec),
+                r.target_bpp,
+                r.setting,
+                r.bytes,
+                r.bpp,
+                r.psnr,
+                r.ms_ssim,
+                r.ssimulacra2,
+                opt(r.butteraugli),
+                opt(r.butteraugli_3norm),
+                r.encode_s,
+                r.decode_s,
+                r.encode_mps(),
+                r.decode_mps(),
+                opt(r.encode_peak_rss_kib.map(kib_to_mib)),
+                opt(r.decode_peak_rss_kib.map(kib_to_mib)),
+                r.reach.is_reached(),
+                r.reach.label(),
+                r.converged,
+                r.probes,
+            );
+        }
+        out
+    }
+
+    /// The Markdown summary: codecs, means per codec and target, unreachable targets,
+    /// BD-rates against the anchor, caveats.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# Evaluation: {} images, targets {} bpp\n",
+            self.images.len(),
+            self.targets_bpp
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        md.push_str(
+            "bpp = file bytes × 8 / pixels, whole file. Each codec's setting is bisected per \
+             image to the largest file not above the target. Means are over the images that \
+             reached the target (column `reached`). PSNR on RGB; MS-SSIM per RGB channel, \
+             averaged; speeds are total megapixels / total wall time of the codec's own \
+             process, one thread; peak memory is the largest peak RSS of one process.\n\n",
+        );
+        md.push_str("## Codecs\n\n");
+        for (name, description) in &self.codecs {
+            let _ = writeln!(md, "- `{name}`: {description}");
+        }
+        md.push_str("\n## Means per codec and target\n\n");
+        md.push_str(
+            "| codec | target bpp | reached | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | \
+             butteraugli | butteraugli 3-norm | enc MP/s | dec MP/s | enc peak MiB | \
+             dec peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let opt = |v: Option<f64>, decimals: usize| {
+            v.map(|v| format!("{v:.decimals$}"))
+                .unwrap_or_else(|| "–".into())
+        };
+        for codec in self.codec_names() {
+            for p in self.mean_curve(&codec) {
+                if p.reached == 0 {
+                    let _ = writeln!(
+                        md,
+                        "| {codec} | {} | 0/{} | – | – | – | – | – | – | – | – | – | – |",
+                        p.target_bpp, p.images
+                    );
+                    continue;
+                }
+                let _ = writeln!(
+                    md,
+                    "| {codec} | {} | {}/{} | {:.4} | {:.2} | {:.4} | {:.1} | {} | {} | {:.1} | \
+                     {:.1} | {} | {} |",
+                    p.target_bpp,
+                    p.reached,
+                    p.images,
+                    p.bpp,
+                    p.psnr,
+                    p.ms_ssim,
+                    p.ssimulacra2,
+                    opt(p.butteraugli, 2),
+                    opt(p.butteraugli_3norm, 2),
+                    p.encode_mps,
+                    p.decode_mps,
+                    opt(p.encode_peak_mib, 0),
+                    opt(p.decode_peak_mib, 0),
+                );
+            }
+        }
+
+        md.push_str("\n## Targets not reached\n\n");
+        let unreached: Vec<&Row> = self.rows.iter().filter(|r| !r.reach.is_reached()).collect();
+        if unreached.is_empty() {
+            md.push_str("Every codec reached every target on every image.\n");
+        } else {
+            md.push_str(
+                "| image | codec | nearest setting | bpp | reason |\n|---|---|---|---|---|\n",
+            );
+            for r in unreached {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {:.4} | {} |",
+                    r.image,
+                    r.codec,
+                    r.setting_label,
+                    r.bpp,
+                    r.reach.explain(r.target_bpp)
+                );
+            }
+        }
+        let not_converged = self.rows.iter().filter(|r| !r.converged).count();
+        if not_converged > 0 {
+            let _ = writeln!(
+                md,
+                "\n{not_converged} matches ran out of bisection steps: within target, but a \
+                 slightly larger file may exist."
+            );
+        }
+
+        md.push_str(&self.bd_rate_markdown());
+        md
+    }
+
+    fn bd_rate_markdown(&self) -> String {
+        let mut md = String::new();
+        let Some(anchor) = &self.anchor else {
+            return md;
+        };
+        let _ = writeln!(md, "\n## BD-rate against `{anchor}`\n");
+        md.push_str(
+            "Average rate difference at equal quality, in percent (negative = fewer bits than \
+             the anchor). Curves are the per-target means above, using only targets that every \
+             image reached.\n\n",
+        );
+        let _ = writeln!(
+            md,
+            "| codec | {} |\n|---|{}",
+            Metric::ALL.map(|m| m.label()).join(" | "),
+            "---|".repeat(Metric::ALL.len())
+        );
+        let mut reasons = BTreeSet::new();
+        for codec in self.codec_names().iter().filter(|c| *c != anchor) {
+            let cells: Vec<String> = Metric::ALL
+                .iter()
+                .map(|&m| {
+                    match bd_rate_checked(
+                        &self.curve_points(anchor, m),
+                        &self.curve_points(codec, m),
+                    ) {
+                        Ok(v) => format!("{v:+.1}%"),
+                        Err(e) => {
+                            reasons.insert(e.to_string());
+                            "n/a".into()
+                        }
+                    }
+                })
+                .collect();
+            let _ = writeln!(md, "| {codec} | {} |", cells.join(" | "));
+        }
+        if !reasons.is_empty() {
+            md.push_str("\n`n/a`: ");
+            md.push_str(&reasons.into_iter().collect::<Vec<_>>().join("; "));
+            md.push('\n');
+        }
+        md.push_str(
+            "\nCaveats: Bjøntegaard with monotone piecewise cubic (PCHIP) interpolation of \
+             log-rate against quality, over the quality interval both curves cover; no \
+             extrapolation, so a codec is not credited outside the shared interval; needs at \
+             least 4 points per curve; if curves cross, gains and losses cancel in the average; \
+             each number holds for its metric only.\n",
+        );
+        md
+    }
+
+    /// Writes the rate–quality plot: PSNR and SSIMULACRA2 against bpp, one line per codec
+    /// (means over complete targets, as for BD-rates).
+    pub fn plot_svg(&self, path: &Path) -> Result<()> {
+        use plotters::prelude::*;
+        let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((1, 2));
+        for (panel, metric) in panels.iter().zip([Metric::Psnr, Metric::Ssimulacra2]) {
+            let curves: Vec<(String, Vec<RatePoint>)> = self
+                .codec_names()
+                .into_iter()
+                .map(|c| {
+                    let points = self.curve_points(&c, metric);
+                    (c, points)
+                })
+                .collect();
+            let all = curves.iter().flat_map(|(_, p)| p.iter());
+            let (mut x_max, mut y_min, mut y_max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
+            for p in all {
+                x_max = x_max.max(p.rate);
+                y_min = y_min.min(p.quality);
+                y_max = y_max.max(p.quality);
+            }
+            if !y_min.is_finite() {
+                (x_max, y_min, y_max) = (1.0, 0.0, 1.0);
+            }
+            let pad = ((y_max - y_min) * 0.05).max(0.5);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("{} vs bpp", metric.label()), ("sans-serif", 20))
+                .margin(15)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                .build_cartesian_2d(0.0..x_max * 1.05, (y_min - pad)..(y_max + pad))?;
+            chart
+                .configure_mesh()
+                .x_desc("bpp")
+                .y_desc(match metric {
+                    Metric::Psnr => "PSNR (dB)",
+                    _ => metric.label(),
+                })
+                .draw()?;
+            for (i, (codec, points)) in curves.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.rate, p.quality)).collect();
+                chart
+                    .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
+                    .label(codec.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart.draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        root.present()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Writes `report.html` and the crops it shows (PNG files in `crops/`, referenced
+    /// relatively, so the folder can be moved or served as is).
+    pub fn write_html(&self, dir: &Path, links: &[(&str, &str)]) -> Result<PathBuf> {
+        let crop_dir = dir.join("crops");
+        std::fs::create_dir_all(&crop_dir)
+            .with_context(|| format!("cannot create {}", crop_dir.display()))?;
+        let mut html = String::from(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Mirage evaluation</title>\n\
+             <style>body{font-family:sans-serif;margin:2em}figure{display:inline-block;margin:0 8px 12px 0;\
+             vertical-align:top}figcaption{font-size:12px;max-width:256px}img.crop{image-rendering:pixelated}\
+             .miss{color:#b00}table{border-collapse:collapse}</style></head><body>\n\
+             <h1>Mirage evaluation</h1>\n",
+        );
+        let _ = writeln!(
+            html,
+            "<p>{} images; targets {} bpp. {}</p>",
+            self.images.len(),
+            self.targets_bpp
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            links
+                .iter()
+                .map(|(href, text)| format!("<a href=\"{}\">{}</a>", escape(href), escape(text)))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        );
+        if let Some((svg, _)) = links.iter().find(|(href, _)| href.ends_with(".svg")) {
+            let _ = writeln!(
+                html,
+                "<p><img src=\"{}\" alt=\"rate-quality plot\" width=\"1200\"></p>",
+                escape(svg)
+            );
+        }
+        let crop_images: Vec<&str> = {
+            let mut seen = Vec::new();
+            for c in &self.crops {
+                if !seen.contains(&c.image.as_str()) {
+                    seen.push(c.image.as_str());
+                }
+            }
+            seen
+        };
+        for image in crop_images {
+            let original = self
+                .crops
+                .iter()
+                .find(|c| c.image == image && c.codec.is_none());
+            let region = self
+                .crops
+                .iter()
+                .find(|c| c.image == image)
+                .map(|c| c.region)
+                .expect("image has crops");
+            let _ = writeln!(
+                html,
+                "<h2>{} — crop {}×{} at ({}, {})</h2>",
+                escape(image),
+                region.width,
+                region.height,
+                region.x,
+                region.y
+            );
+            for &target in &self.targets_bpp {
+                let _ = writeln!(html, "<h3>{target} bpp</h3>\n<div>");
+                if let Some(o) = original {
+                    let file = save_crop(&crop_dir, o)?;
+                    let _ = writeln!(
+                        html,
+                        "<figure><img class=\"crop\" src=\"crops/{}\"><figcaption>original</figcaption></figure>",
+                        escape(&file)
+                    );
+                }
+                for crop in self
+                    .crops
+                    .iter()
+                    .filter(|c| c.image == image && c.target_bpp == Some(target))
+                {
+                    let codec = crop.codec.as_deref().unwrap_or("?");
+                    let file = save_crop(&crop_dir, crop)?;
+                    let row = self
+                        .rows
+                        .iter()
+                        .find(|r| r.image == image && r.codec == codec && r.target_bpp == target);
+                    let caption = match row {
+                        Some(r) => {
+                            let miss = if r.reach.is_reached() {
+                                String::new()
+                            } else {
+                                format!(
+                                    "<br><span class=\"miss\">not reached: {}</span>",
+                                    escape(&r.reach.explain(target))
+                                )
+                            };
+                            format!(
+                                "<b>{}</b> {} · {:.4} bpp<br>PSNR {:.2} dB · SSIMULACRA2 {:.1}{}",
+                                escape(codec),
+                                escape(&r.setting_label),
+                                r.bpp,
+                                r.psnr,
+                                r.ssimulacra2,
+                                miss
+                            )
+                        }
+                        None => escape(codec),
+                    };
+                    let _ = writeln!(
+                        html,
+                        "<figure><img class=\"crop\" src=\"crops/{}\"><figcaption>{caption}</figcaption></figure>",
+                        escape(&file)
+                    );
+                }
+                html.push_str("</div>\n");
+            }
+        }
+        html.push_str("</body></html>\n");
+        let path = dir.join("report.html");
+        std::fs::write(&path, html).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Writes everything into `dir`: `results.csv`, `summary.md`, `rate_quality.svg`,
+    /// `report.html` and `crops/`. Returns the paths written.
+    pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let write = |name: &str, text: String| -> Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        };
+        let mut written = vec![
+            write("results.csv", self.csv())?,
+            write("summary.md", self.markdown())?,
+        ];
+        let svg = dir.join("rate_quality.svg");
+        self.plot_svg(&svg)?;
+        written.push(svg);
+        written.push(self.write_html(
+            dir,
+            &[
+                ("results.csv", "CSV"),
+                ("summary.md", "summary"),
+                ("rate_quality.svg", "plot"),
+            ],
+        )?);
+        Ok(written)
+    }
+}
+
+/// File name of a crop, unique per (image, codec, target).
+fn save_crop(dir: &Path, crop: &Crop) -> Result<String> {
+    let stem = Path::new(&crop.image)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| crop.image.clone());
+    let name = match (&crop.codec, crop.target_bpp) {
+        (Some(codec), Some(t)) => format!("{stem}_{codec}_{t}bpp.png"),
+        _ => format!("{stem}_original.png"),
+    };
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(&name);
+    if !path.exists() || crop.codec.is_some() {
+        crop.pixels
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(name)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(codec: &str, image: &str, target: f64, bpp: f64, psnr: f64, reach: Reach) -> Row {
+        Row {
+            image: image.into(),
+            codec: codec.into(),
+            target_bpp: target,
+            setting: 1.0,
+            setting_label: "q1".into(),
+            bytes: 100,
+            bpp,
+            psnr,
+            ms_ssim: 0.9,
+            ssimulacra2: psnr * 2.0,
+            butteraugli: Some(40.0 - psnr),
+            butteraugli_3norm: None,
+            encode_s: 0.1,
+            decode_s: 0.05,
+            megapixels: 0.393216,
+            encode_peak_rss_kib: Some(2048),
+            decode_peak_rss_kib: None,
+            reach,
+            converged: true,
+            probes: 3,
+        }
+    }
+
+    fn report() -> Report {
+        let targets = vec![0.1, 0.2, 0.4, 0.8];
+        let mut rows = Vec::new();
+        for (i, &t) in targets.iter().enumerate() {
+            for image in ["a.png", "b.png"] {
+                rows.push(row(
+                    "x",
+                    image,
+                    t,
+                    t * 0.98,
+                    25.0 + 3.0 * i as f64,
+                    Reach::Reached,
+                ));
+                rows.push(row(
+                    "y",
+                    image,
+                    t,
+                    t * 0.95,
+                    26.0 + 3.0 * i as f64,
+                    Reach::Reached,
+                ));
+            }
+        }
+        rows.push(row(
+            "y",
+            "c,d.png",
+            0.1,
+            0.15,
+            24.0,
+            Reach::BelowLowestRate { lowest_bpp: 0.15 },
+        ));
+        Report {
+            rows,
+            crops: Vec::new(),
+            codecs: vec![("x".into(), "X codec".into()), ("y".into(), "Y".into())],
+            targets_bpp: targets,
+            images: vec!["a.png".into(), "b.png".into(), "c,d.png".into()],
+            anchor: Some("x".into()),
+        }
+    }
+
+    #[test]
+    fn unreached_rows_are_reported_not_averaged() {
+        let r = report();
+        let curve = r.mean_curve("y");
+        assert_eq!(curve[0].reached, 2);
+        assert_eq!(curve[0].images, 3);
+        assert!(!curve[0].complete());
+        assert!((curve[0].bpp - 0.095).abs() < 1e-12);
+        let md = r.markdown();
+        assert!(md.contains("| c,d.png | y |"), "{md}");
+        assert!(md.contains("below the lowest reachable rate"), "{md}");
+        let csv = r.csv();
+        assert!(csv.contains("\"c,d.png\",y,0.1,"), "{csv}");
+        assert!(csv.contains(",false,below_lowest_rate,"), "{csv}");
+    }
+
+    #[test]
+    fn bd_rate_table_uses_complete_points() {
+        let md = report().markdown();
+        // y has only 3 complete targets (0.1 is incomplete) -> too few points.
+        assert!(md.contains("| y | n/a | n/a | n/a | n/a |"), "{md}");
+        assert!(md.contains("at least 4"), "{md}");
+    }
+
+    #[test]
+    fn writes_all_outputs() {
+        let mut r = report();
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let region = CropRegion::square(64, 48, 32, None);
+        assert_eq!(
+            region,
+            CropRegion {
+                x: 16,
+                y: 8,
+                width: 32,
+                height: 32
+            }
+        );
+        r.crops.push(Crop {
+            image: "a.png".into(),
+            codec: None,
+            target_bpp: None,
+            region,
+            pixels: region.cut(&img),
+        });
+        r.crops.push(Crop {
+            image: "a.png".into(),
+            codec: Some("x".into()),
+            target_bpp: Some(0.1),
+            region,
+            pixels: region.cut(&img),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let written = r.write_all(dir.path()).unwrap();
+        assert_eq!(written.len(), 4);
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("src=\"crops/a_x_0.1bpp.png\""), "{html}");
+        assert!(dir.path().join("crops/a_x_0.1bpp.png").exists());
+        assert!(dir.path().join("crops/a_original.png").exists());
+        let svg = std::fs::read_to_string(dir.path().join("rate_quality.svg")).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("SSIMULACRA2"));
+    }
+
+    #[test]
+    fn crop_region_clamps() {
+        let r = CropRegion::square(100, 80, 256, None);
+        assert_eq!((r.x, r.y, r.width, r.height), (0, 0, 100, 80));
+        let r = CropRegion::square(768, 512, 256, Some((760, 0)));
+        assert_eq!((r.x, r.y), (512, 0));
+    }
+}
