@@ -19,6 +19,9 @@
 
 use rayon::prelude::*;
 
+/// `acc[i] += a * w[i]` over a row of output channels (see [`multiply_add_kernel`]).
+type MultiplyAdd = dyn Fn(&mut [f32], f32, &[f32]) + Sync;
+
 /// PyTorch's default negative slope, which the trained network used.
 const LEAKY_SLOPE: f32 = 0.01;
 
@@ -168,13 +171,7 @@ impl Conv {
 
     /// Computes one output row. The order of the sum for every element is: bias, then
     /// taps by (ky, kx), then input channels — the same whatever thread runs the row.
-    fn row(
-        &self,
-        input: &FeatureMap,
-        oy: usize,
-        out: &mut [f32],
-        kernel: &dyn Fn(&mut [f32], f32, &[f32]),
-    ) {
+    fn row(&self, input: &FeatureMap, oy: usize, out: &mut [f32], kernel: &MultiplyAdd) {
         let (k, c_in, c_out) = (self.kernel, self.c_in, self.c_out);
         let out_w = self.output_size(input.width);
         for ox in 0..out_w {

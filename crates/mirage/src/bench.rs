@@ -167,15 +167,13 @@ fn plot(rows: &[Row], qualities: &[f64], path: &Path) -> Result<()> {
     let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(500);
-    let panels: [(
-        &DrawingArea<SVGBackend, _>,
-        &str,
-        fn(&(f64, f64, f64)) -> f64,
-    ); 2] = [
-        (&left, "PSNR (dB)", |m| m.1),
-        (&right, "SSIMULACRA2", |m| m.2),
-    ];
-    for (area, label, value) in panels {
+    type Metric = fn(&(f64, f64, f64)) -> f64;
+    let psnr: Metric = |m| m.1;
+    let ssimulacra2: Metric = |m| m.2;
+    for (area, label, value) in [
+        (&left, "PSNR (dB)", psnr),
+        (&right, "SSIMULACRA2", ssimulacra2),
+    ] {
         let ys: Vec<f64> = means.iter().map(value).collect();
         let (lo, hi) = ys
             .iter()
