@@ -379,9 +379,8 @@ impl Codec {
         Ok(c)
     }
 
-    /// The decoder's path to the latent's table indexes (without decoding the latent).
-    pub fn scale_indexes(&self, bytes: &[u8]) -> Result<Vec<usize>> {
-        let c = self.open(bytes)?;
+    /// Decodes section 0, the hyper-latent, and returns it with its height and width.
+    fn decode_hyper_latent(&self, c: &Container) -> Result<(Vec<i32>, usize, usize)> {
         let (zh, zw) = (
             padded(c.header.height) / STRIDE,
             padded(c.header.width) / STRIDE,
@@ -391,6 +390,13 @@ impl Codec {
             &self.hyper_indexes(zh, zw),
             &self.hyper_tables,
         )?;
+        Ok((z, zh, zw))
+    }
+
+    /// The decoder's path to the latent's table indexes (without decoding the latent).
+    pub fn scale_indexes(&self, bytes: &[u8]) -> Result<Vec<usize>> {
+        let c = self.open(bytes)?;
+        let (z, zh, zw) = self.decode_hyper_latent(&c)?;
         Ok(self.entropy_parameters(&z, c.header.rate, zh, zw)?.1)
     }
 
@@ -398,15 +404,7 @@ impl Codec {
     /// bitstream means, independent of any floating-point network.
     pub fn decode_symbols(&self, bytes: &[u8]) -> Result<(Vec<i32>, Vec<i32>)> {
         let c = self.open(bytes)?;
-        let (zh, zw) = (
-            padded(c.header.height) / STRIDE,
-            padded(c.header.width) / STRIDE,
-        );
-        let z = mirage_entropy::decode(
-            &c.sections[HYPER_SECTION],
-            &self.hyper_indexes(zh, zw),
-            &self.hyper_tables,
-        )?;
+        let (z, zh, zw) = self.decode_hyper_latent(&c)?;
         let (_, indexes) = self.entropy_parameters(&z, c.header.rate, zh, zw)?;
         let y = mirage_entropy::decode(
             &c.sections[LATENT_SECTION],
@@ -422,13 +420,7 @@ impl Codec {
         let start = Instant::now();
         let c = self.open(bytes)?;
         let h = &c.header;
-        let (ph, pw) = (padded(h.height), padded(h.width));
-        let (zh, zw) = (ph / STRIDE, pw / STRIDE);
-        let z = mirage_entropy::decode(
-            &c.sections[HYPER_SECTION],
-            &self.hyper_indexes(zh, zw),
-            &self.hyper_tables,
-        )?;
+        let (z, zh, zw) = self.decode_hyper_latent(&c)?;
         t.entropy_coding = start.elapsed();
 
         let start = Instant::now();
