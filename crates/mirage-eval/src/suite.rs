@@ -57,19 +57,26 @@ pub fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     const EXTENSIONS: [&str; 9] = [
         "png", "jpg", "jpeg", "ppm", "pnm", "bmp", "tif", "tiff", "webp",
     ];
+    let paths = files_with_extensions(dir, &EXTENSIONS)?;
+    if paths.is_empty() {
+        bail!("no images in {}", dir.display());
+    }
+    Ok(paths)
+}
+
+/// The files directly in `dir` whose extension (any case) is one of `extensions`, sorted
+/// by name so that every run sees the same order.
+pub fn files_with_extensions(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read image folder {}", dir.display()))?
+        .with_context(|| format!("cannot read folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
                 .and_then(|e| e.to_str())
-                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
         })
         .collect();
     paths.sort();
-    if paths.is_empty() {
-        bail!("no images in {}", dir.display());
-    }
     Ok(paths)
 }
 

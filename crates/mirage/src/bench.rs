@@ -10,7 +10,7 @@ use crate::codec::{Codec, RateTarget};
 use crate::image_io::read_image;
 use crate::metrics;
 use crate::progress;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -74,12 +74,7 @@ impl Row {
 }
 
 fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
-        .collect();
-    paths.sort();
+    let paths = mirage_eval::suite::files_with_extensions(dir, &["png"])?;
     if paths.is_empty() {
         bail!("no PNG images in {}", dir.display());
     }

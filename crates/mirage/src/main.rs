@@ -400,16 +400,7 @@ fn for_each_file(
     if !input.is_dir() {
         return job(input, output);
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(input)
-        .with_context(|| format!("cannot read {}", input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
+    let files = suite::files_with_extensions(input, extensions)?;
     if files.is_empty() {
         bail!("no {} files in {}", extensions.join("/"), input.display());
     }
