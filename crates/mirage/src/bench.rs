@@ -227,3 +227,151 @@ fn markdown(rows: &[Row], qualities: &[f64], images: usize) -> String {
     }
     s
 }
+
+/// A measure computed on a whole set of decoded images against the originals (the
+/// realism measure: a distance between distributions, not a per-image score). Returns
+/// named values.
+pub type SetMeasure<'a> =
+    &'a dyn Fn(&[image::RgbImage], &[image::RgbImage]) -> Result<Vec<(String, f64)>>;
+
+pub struct DecoderBenchOptions {
+    pub images: PathBuf,
+    /// Each image is encoded once per target, at the largest file not above it.
+    pub targets_bpp: Vec<f64>,
+    /// The decodes of each file.
+    pub columns: Vec<crate::comparison::Column>,
+    pub out_dir: PathBuf,
+}
+
+/// `mirage bench-decoders`: the same bitstreams decoded several ways (hallucination
+/// weights), with fidelity (PSNR, MS-SSIM, SSIMULACRA2), the detail ratio (mean
+/// |Laplacian| of the decode over that of the original: 1 means as much fine detail as
+/// the original, whatever it is), the set-level measures, and decode time.
+pub fn run_decoders(
+    codec: &Codec,
+    o: &DecoderBenchOptions,
+    set_measures: &[SetMeasure],
+) -> Result<String> {
+    let paths = image_paths(&o.images)?;
+    std::fs::create_dir_all(&o.out_dir)?;
+    let originals: Vec<image::RgbImage> = paths
+        .iter()
+        .map(|p| Ok(read_image(p)?.image))
+        .collect::<Result<_>>()?;
+    let bar = progress::bar(
+        (paths.len() * o.targets_bpp.len() * o.columns.len()) as u64,
+        "decodes",
+    );
+    let mut csv = String::from(
+        "image,target_bpp,decoder,bpp,psnr,ms_ssim,ssimulacra2,detail_ratio,decode_s\n",
+    );
+    let mut table = String::new();
+    let _ = writeln!(table, "Mean over {} images; each image is encoded once per target (largest file at or under it) and every decoder decodes that same file. Detail ratio: mean |Laplacian| of the decode over the original's. Decode time: wall-clock seconds per image, {} threads.\n", paths.len(), tch::get_num_threads());
+    let mut header = "| target bpp | decoder | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | detail ratio | decode s |".to_string();
+    let mut rule = "|---|---|---|---|---|---|---|---|".to_string();
+    let mut measure_names: Vec<String> = vec![];
+    // Warm-up: libtorch builds its convolution kernels on first use.
+    if let Some(img) = originals.first() {
+        let (bytes, _) = codec.compress(img, RateTarget::Quality(50.0))?;
+        for c in &o.columns {
+            c.decode(codec, &bytes)?;
+        }
+    }
+    let mut lines = vec![];
+    for &target in &o.targets_bpp {
+        let files: Vec<Vec<u8>> = originals
+            .iter()
+            .map(|img| Ok(codec.compress(img, RateTarget::Bpp(target))?.0))
+            .collect::<Result<_>>()?;
+        for column in &o.columns {
+            let mut decoded = vec![];
+            let mut sums = [0f64; 6];
+            for ((path, img), bytes) in paths.iter().zip(&originals).zip(&files) {
+                let start = Instant::now();
+                let out = column.decode(codec, bytes)?;
+                let decode_s = start.elapsed().as_secs_f64();
+                let values = [
+                    bytes.len() as f64 * 8.0 / (img.width() * img.height()) as f64,
+                    metrics::psnr(img, &out)?,
+                    metrics::ms_ssim(img, &out).unwrap_or(f64::NAN),
+                    metrics::ssimulacra2(img, &out).unwrap_or(f64::NAN),
+                    detail_ratio(img, &out),
+                    decode_s,
+                ];
+                let _ = writeln!(
+                    csv,
+                    "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4}",
+                    path.file_stem().unwrap_or_default().to_string_lossy(),
+                    column.label(),
+                    values[0],
+                    values[1],
+                    values[2],
+                    values[3],
+                    values[4],
+                    values[5]
+                );
+                for (s, v) in sums.iter_mut().zip(values) {
+                    *s += v;
+                }
+                decoded.push(out);
+                bar.inc(1);
+            }
+            let n = paths.len() as f64;
+            let mut line = format!(
+                "| {target} | {} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.3} |",
+                column.label(),
+                sums[0] / n,
+                sums[1] / n,
+                sums[2] / n,
+                sums[3] / n,
+                sums[4] / n,
+                sums[5] / n
+            );
+            for measure in set_measures {
+                for (name, value) in bar.suspend(|| measure(&originals, &decoded))? {
+                    if !measure_names.contains(&name) {
+                        measure_names.push(name.clone());
+                    }
+                    let _ = write!(line, " {value:.3} |");
+                }
+            }
+            lines.push(line);
+        }
+    }
+    bar.finish_and_clear();
+    for name in &measure_names {
+        header += &format!(" {name} |");
+        rule += "---|";
+    }
+    let _ = writeln!(table, "{header}\n{rule}");
+    for line in lines {
+        let _ = writeln!(table, "{line}");
+    }
+    std::fs::write(o.out_dir.join("decoders.csv"), &csv)?;
+    std::fs::write(o.out_dir.join("decoders.md"), &table)?;
+    Ok(table)
+}
+
+/// Mean |Laplacian| of the decode over that of the original (luma-free, all channels).
+fn detail_ratio(original: &image::RgbImage, decoded: &image::RgbImage) -> f64 {
+    fn detail(img: &image::RgbImage) -> f64 {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let p = img.as_raw();
+        let at = |x: usize, y: usize, c: usize| p[(y * w + x) * 3 + c] as f64;
+        let mut sum = 0.0;
+        for y in 1..h.saturating_sub(1) {
+            for x in 1..w.saturating_sub(1) {
+                for c in 0..3 {
+                    sum += (4.0 * at(x, y, c)
+                        - at(x - 1, y, c)
+                        - at(x + 1, y, c)
+                        - at(x, y - 1, c)
+                        - at(x, y + 1, c))
+                    .abs();
+                }
+            }
+        }
+        sum
+    }
+    detail(decoded) / detail(original).max(1.0)
+}

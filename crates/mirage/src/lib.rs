@@ -15,12 +15,14 @@
 
 pub mod bench;
 pub mod codec;
+pub mod comparison;
 pub mod error;
 pub mod evaluation;
 pub mod image_io;
 pub mod model;
 pub mod model_file;
 pub mod progress;
+pub mod refinement;
 pub mod train;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};

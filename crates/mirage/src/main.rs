@@ -4,11 +4,17 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mirage::bench::{self, BenchOptions};
-use mirage::codec::{default_model_path, Codec, RateTarget};
+use mirage::codec::{
+    default_flow_path, default_model_path, default_realism_path, suggest_realism, Codec,
+    RateTarget, Realism,
+};
+use mirage::comparison::{self, Column, KODAK_REGIONS};
 use mirage::evaluation::MirageUnderTest;
 use mirage::image_io::{read_image, write_atomically, write_image};
+use mirage::model::realism::RealismConfig;
 use mirage::model::{layers::ConvPrecision, ModelConfig};
-use mirage::model_file::{export, id_hex};
+use mirage::model_file::{export, export_flow, export_realism, id_hex};
+use mirage::train::realism::RealismTrainOptions;
 use mirage::train::{train, TrainOptions};
 use mirage::{metrics, progress};
 use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions};
@@ -23,6 +29,10 @@ struct Cli {
     /// Model file (default: the bundled models/hyperprior.safetensors, or $MIRAGE_MODEL).
     #[arg(long, global = true)]
     model: Option<PathBuf>,
+    /// Realism generator file (default: the bundled models/realism.safetensors, or
+    /// $MIRAGE_REALISM_MODEL).
+    #[arg(long, global = true)]
+    realism_model: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +61,25 @@ impl Rate {
     }
 }
 
+/// `--realism auto` or a weight in [0, 1].
+fn parse_realism(s: &str) -> Result<Realism, String> {
+    if s == "auto" {
+        return Ok(Realism::Auto);
+    }
+    match s.parse::<f32>() {
+        Ok(w) if (0.0..=1.0).contains(&w) => Ok(Realism::Weight(w)),
+        _ => Err(format!(
+            "expected `auto` or a number from 0 to 1, not `{s}`"
+        )),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DecoderChoice {
+    Default,
+    Flow,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Precision {
     F32,
@@ -65,6 +94,9 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         rate: Rate,
+        /// Store a suggested hallucination weight (0–1) for `decode --realism auto`.
+        #[arg(long)]
+        realism: Option<f32>,
         /// Replace existing output files.
         #[arg(long)]
         force: bool,
@@ -74,6 +106,20 @@ enum Command {
     Decode {
         input: PathBuf,
         output: PathBuf,
+        /// Hallucination weight: 0 is the faithful (MSE) decode, 1 full realism;
+        /// `auto` uses the file's suggestion, or 0 if it has none.
+        #[arg(long, default_value = "auto", value_parser = parse_realism)]
+        realism: Realism,
+        /// `default`: the synthesis (MSE at w = 0, realism generator above); `flow`:
+        /// the MSE decode refined by the rectified flow.
+        #[arg(long, value_enum, default_value = "default")]
+        decoder: DecoderChoice,
+        /// Euler steps of the flow decoder (1–16).
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        /// Seed of the flow decoder's noise (same seed, same pixels).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[arg(long)]
         force: bool,
     },
@@ -85,6 +131,9 @@ enum Command {
         out_dir: PathBuf,
         #[command(flatten)]
         rate: Rate,
+        /// Hallucination weight of the decode (0–1, or `auto`).
+        #[arg(long, default_value = "auto", value_parser = parse_realism)]
+        realism: Realism,
     },
     /// Rate–distortion and speed benchmark on a folder of PNGs (default: Kodak).
     Bench {
@@ -127,6 +176,62 @@ enum Command {
         #[arg(long, default_value = "eval-results")]
         out_dir: PathBuf,
     },
+    /// The same bitstreams decoded at several hallucination weights: fidelity, detail,
+    /// realism measure and speed (CSV and Markdown).
+    BenchDecoders {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "0.1,0.25")]
+        bpp: Vec<f64>,
+        /// Decoders: realism weights (`0`, `0.5`, `1`) and flow step counts (`flow4`).
+        #[arg(long, value_delimiter = ',', default_value = "0,0.5,1", value_parser = Column::parse)]
+        decoders: Vec<Column>,
+        #[arg(long, default_value = "bench-results")]
+        out_dir: PathBuf,
+    },
+    /// Side-by-side crops of one bitstream per image decoded at several hallucination
+    /// weights, on Kodak regions with faces, text, edges and texture.
+    Crops {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        /// Each image is encoded once, at the largest file not above this bpp.
+        #[arg(long, default_value_t = 0.1)]
+        bpp: f64,
+        /// One column each: realism weights (`0`, `0.5`, `1`) and flow step counts
+        /// (`flow4`).
+        #[arg(long, value_delimiter = ',', default_value = "0,0.5,1", value_parser = Column::parse)]
+        decoders: Vec<Column>,
+        /// Enlargement of the crops (nearest neighbour).
+        #[arg(long, default_value_t = 2)]
+        zoom: u32,
+        /// The picture (PNG); a Markdown caption with the figures goes next to it.
+        #[arg(long, default_value = "docs/realism-crops.png")]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the shipped flow refiner from a training checkpoint, tied to the loaded
+    /// hyperprior.
+    ExportFlow {
+        #[arg(long, default_value = "runs/flow/flow.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 48)]
+        channels: i64,
+        #[arg(long, default_value = "models/flow.safetensors")]
+        out: PathBuf,
+    },
+    /// Write the shipped realism generator from a training checkpoint, tied to the
+    /// loaded hyperprior.
+    ExportRealism {
+        #[arg(long, default_value = "runs/realism/generator.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        channels: i64,
+        #[arg(long, default_value_t = 4)]
+        blocks: i64,
+        #[arg(long, default_value = "models/realism.safetensors")]
+        out: PathBuf,
+    },
     /// Write the shipped model file from a training checkpoint.
     Export {
         #[arg(long, default_value = "runs/hyperprior/model.safetensors")]
@@ -167,6 +272,64 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Train (or resume training) the rectified-flow refiner on the frozen shipped
+    /// hyperprior's MSE decodes.
+    TrainFlow {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/flow")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 8_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 48)]
+        channels: i64,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 500)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train (or resume training) the realism generator on the frozen shipped hyperprior.
+    TrainRealism {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/realism")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 8_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 64)]
+        channels: i64,
+        #[arg(long, default_value_t = 4)]
+        blocks: i64,
+        /// Weight of the MSE (images in [0, 1]).
+        #[arg(long, default_value_t = 150.0)]
+        k_mse: f64,
+        /// Weight of discriminator feature matching, times w.
+        #[arg(long, default_value_t = 1.0)]
+        k_fm: f64,
+        /// Weight of the adversarial loss, times w.
+        #[arg(long, default_value_t = 0.15)]
+        k_adv: f64,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 500)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() {
@@ -184,9 +347,32 @@ fn main() {
     }
 }
 
-fn load_codec(model: &Option<PathBuf>) -> Result<Codec> {
-    let path = model.clone().unwrap_or_else(default_model_path);
-    Ok(Codec::load(&path)?)
+/// The model files asked for on the command line.
+struct Models {
+    model: Option<PathBuf>,
+    realism_model: Option<PathBuf>,
+}
+
+/// The hyperprior, plus the realism generator: the one asked for (which must fit), or
+/// the bundled one if it was trained for this hyperprior.
+fn load_codec(models: &Models) -> Result<Codec> {
+    let path = models.model.clone().unwrap_or_else(default_model_path);
+    let mut codec = Codec::load(&path)?;
+    match &models.realism_model {
+        Some(realism) => codec.attach_realism(realism)?,
+        None => {
+            let bundled = default_realism_path();
+            if bundled.exists() {
+                // A custom --model has no bundled generator: decode w = 0 only.
+                let _ = codec.attach_realism(&bundled);
+            }
+        }
+    }
+    let bundled = default_flow_path();
+    if bundled.exists() {
+        let _ = codec.attach_flow(&bundled);
+    }
+    Ok(codec)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -195,14 +381,19 @@ fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as i32));
     tch::set_num_threads(threads);
     tch::set_num_interop_threads(1);
+    let models = Models {
+        model: cli.model,
+        realism_model: cli.realism_model,
+    };
     match cli.command {
         Command::Encode {
             input,
             output,
             rate,
+            realism,
             force,
         } => {
-            let codec = load_codec(&cli.model)?;
+            let codec = load_codec(&models)?;
             for_each_file(
                 &input,
                 &output,
@@ -210,21 +401,27 @@ fn run(cli: Cli) -> Result<()> {
                     "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
                 ],
                 "mrg",
-                |src, dst| encode_one(&codec, src, dst, rate.target(), force).map(|_| ()),
+                |src, dst| encode_one(&codec, src, dst, rate.target(), realism, force).map(|_| ()),
             )
         }
         Command::Decode {
             input,
             output,
+            realism,
+            decoder,
+            steps,
+            seed,
             force,
         } => {
-            let codec = load_codec(&cli.model)?;
+            let codec = load_codec(&models)?;
             for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
                 let bytes =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
-                let (img, _) = codec
-                    .decompress(&bytes)
-                    .with_context(|| src.display().to_string())?;
+                let (img, _) = match decoder {
+                    DecoderChoice::Default => codec.decompress_with(&bytes, realism),
+                    DecoderChoice::Flow => codec.decompress_flow(&bytes, steps, seed),
+                }
+                .with_context(|| src.display().to_string())?;
                 write_image(&img, dst, force)?;
                 Ok(())
             })
@@ -234,8 +431,9 @@ fn run(cli: Cli) -> Result<()> {
             input,
             out_dir,
             rate,
+            realism,
         } => {
-            let codec = load_codec(&cli.model)?;
+            let codec = load_codec(&models)?;
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let stem = input
@@ -245,9 +443,9 @@ fn run(cli: Cli) -> Result<()> {
                 .to_string();
             let mrg = out_dir.join(format!("{stem}.mrg"));
             let png = out_dir.join(format!("{stem}.decoded.png"));
-            let original = encode_one(&codec, &input, &mrg, rate.target(), true)?;
+            let original = encode_one(&codec, &input, &mrg, rate.target(), None, true)?;
             let bytes = std::fs::read(&mrg)?;
-            let (decoded, _) = codec.decompress(&bytes)?;
+            let (decoded, _) = codec.decompress_with(&bytes, realism)?;
             write_image(&decoded, &png, true)?;
             let pixels = (original.width() * original.height()) as f64;
             println!(
@@ -267,7 +465,7 @@ fn run(cli: Cli) -> Result<()> {
             qualities,
             out_dir,
         } => {
-            let codec = load_codec(&cli.model)?;
+            let codec = load_codec(&models)?;
             let table = bench::run(
                 &codec,
                 &BenchOptions {
@@ -292,9 +490,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut mirage_codec = None;
             for name in &codecs {
                 if name == "mirage" {
-                    mirage_codec = Some(MirageUnderTest {
-                        codec: load_codec(&cli.model)?,
-                    });
+                    mirage_codec = Some(MirageUnderTest::new(load_codec(&models)?));
                 } else {
                     classic.push(
                         ClassicCodec::by_name(name)
@@ -323,6 +519,93 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {}", path.display());
             }
             print!("{}", report.markdown());
+            Ok(())
+        }
+        Command::BenchDecoders {
+            images,
+            bpp,
+            decoders,
+            out_dir,
+        } => {
+            let codec = load_codec(&models)?;
+            let table = bench::run_decoders(
+                &codec,
+                &bench::DecoderBenchOptions {
+                    images,
+                    targets_bpp: bpp,
+                    columns: decoders,
+                    out_dir: out_dir.clone(),
+                },
+                &[],
+            )?;
+            println!("{table}");
+            eprintln!(
+                "wrote {0}/decoders.csv and {0}/decoders.md",
+                out_dir.display()
+            );
+            Ok(())
+        }
+        Command::Crops {
+            images,
+            bpp,
+            decoders,
+            zoom,
+            out,
+            force,
+        } => {
+            let codec = load_codec(&models)?;
+            let columns = decoders;
+            let (sheet, rows) = comparison::side_by_side(
+                &codec,
+                &images,
+                &KODAK_REGIONS,
+                &columns,
+                RateTarget::Bpp(bpp),
+                zoom.clamp(1, 8),
+            )?;
+            write_image(&sheet, &out, force)?;
+            let name = out.file_name().unwrap_or_default().to_string_lossy();
+            let caption = comparison::markdown(&rows, &columns, &name);
+            write_atomically(&out.with_extension("md"), caption.as_bytes(), force)?;
+            print!("{caption}");
+            eprintln!("wrote {} and its caption", out.display());
+            Ok(())
+        }
+        Command::ExportFlow {
+            checkpoint,
+            channels,
+            out,
+        } => {
+            let codec = Codec::load(&models.model.clone().unwrap_or_else(default_model_path))?;
+            let config = mirage::model::flow::FlowConfig { channels };
+            let id = export_flow(&checkpoint, config, &codec.id(), &out)?;
+            println!(
+                "wrote {} (flow model {}, for model {})",
+                out.display(),
+                id_hex(&id),
+                id_hex(&codec.id())
+            );
+            Ok(())
+        }
+        Command::ExportRealism {
+            checkpoint,
+            channels,
+            blocks,
+            out,
+        } => {
+            let codec = Codec::load(&models.model.clone().unwrap_or_else(default_model_path))?;
+            let config = RealismConfig {
+                channels,
+                blocks,
+                feature_channels: codec.config().n,
+            };
+            let id = export_realism(&checkpoint, config, &codec.id(), &out)?;
+            println!(
+                "wrote {} (realism model {}, for model {})",
+                out.display(),
+                id_hex(&id),
+                id_hex(&codec.id())
+            );
             Ok(())
         }
         Command::Export {
@@ -366,6 +649,65 @@ fn run(cli: Cli) -> Result<()> {
             validate_every,
             seed,
         }),
+        Command::TrainFlow {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            channels,
+            checkpoint_every,
+            validate_every,
+            seed,
+        } => mirage::train::flow::train(&mirage::train::flow::FlowTrainOptions {
+            data,
+            base_model: models.model.clone().unwrap_or_else(default_model_path),
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            config: mirage::model::flow::FlowConfig { channels },
+            checkpoint_every,
+            validate_every,
+            seed,
+        }),
+        Command::TrainRealism {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            channels,
+            blocks,
+            k_mse,
+            k_fm,
+            k_adv,
+            checkpoint_every,
+            validate_every,
+            seed,
+        } => mirage::train::realism::train(&RealismTrainOptions {
+            data,
+            base_model: models.model.clone().unwrap_or_else(default_model_path),
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            config: RealismConfig {
+                channels,
+                blocks,
+                feature_channels: 0,
+            },
+            k_mse,
+            k_fm,
+            k_adv,
+            checkpoint_every,
+            validate_every,
+            seed,
+        }),
     }
 }
 
@@ -375,6 +717,7 @@ fn encode_one(
     src: &Path,
     dst: &Path,
     target: RateTarget,
+    realism: Option<f32>,
     force: bool,
 ) -> Result<image::RgbImage> {
     let loaded = read_image(src)?;
@@ -384,6 +727,10 @@ fn encode_one(
     let (bytes, _) = codec
         .compress(&loaded.image, target)
         .with_context(|| src.display().to_string())?;
+    let bytes = match realism {
+        Some(w) => suggest_realism(&bytes, w)?,
+        None => bytes,
+    };
     write_atomically(dst, &bytes, force)?;
     Ok(loaded.image)
 }

@@ -6,6 +6,8 @@
 //! bitstream, so a file is never decoded with weights other than those that made it.
 
 use crate::error::{MirageError, Result};
+use crate::model::flow::{FlowConfig, FlowRefiner};
+use crate::model::realism::{RealismConfig, RealismGenerator};
 use crate::model::{layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
 use half::f16;
 use mirage_entropy::CdfTable;
@@ -42,22 +44,8 @@ pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Res
     let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
     vs.load(checkpoint)?;
 
-    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![];
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, t) in vars {
-        // The density network is replaced by its integer tables below.
-        if name.starts_with("prior.") {
-            continue;
-        }
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
-        let bytes = values
-            .iter()
-            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-            .collect();
-        owned.push((name, Dtype::F16, shape, bytes));
-    }
+    // The density network is replaced by its integer tables below.
+    let mut owned = f16_variables(&vs, Some("prior."))?;
 
     // Per-channel integer CDF tables of the hyper-latent.
     let pmf = Vec::<f64>::try_from(model.prior.integer_pmf(RADIUS).flatten(0, -1))?;
@@ -98,21 +86,246 @@ pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Res
         i32_bytes(&offsets),
     ));
 
-    let views: Vec<(String, TensorView)> = owned
-        .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
-        .collect::<anyhow::Result<_>>()?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("n".to_string(), config.n.to_string()),
         ("m".to_string(), config.m.to_string()),
         ("levels".to_string(), LEVELS.to_string()),
     ]);
+    write_safetensors(&owned, metadata, out)
+}
+
+type OwnedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Every variable of a store (except those under `skip_prefix`) as f16, sorted by name.
+fn f16_variables(vs: &VarStore, skip_prefix: Option<&str>) -> anyhow::Result<Vec<OwnedTensor>> {
+    let mut owned = vec![];
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in vars {
+        if skip_prefix.is_some_and(|p| name.starts_with(p)) {
+            continue;
+        }
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let values = Vec::<f32>::try_from(t.flatten(0, -1))?;
+        let bytes = values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect();
+        owned.push((name, Dtype::F16, shape, bytes));
+    }
+    Ok(owned)
+}
+
+/// Serializes, writes atomically, and returns the file's model identifier.
+fn write_safetensors(
+    owned: &[OwnedTensor],
+    metadata: HashMap<String, String>,
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    let views: Vec<(String, TensorView)> = owned
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<anyhow::Result<_>>()?;
     let bytes = safetensors::serialize(views, &Some(metadata))?;
     let tmp = out.with_extension("tmp");
     std::fs::write(&tmp, &bytes)?;
     std::fs::rename(&tmp, out)?;
     Ok(model_id(&bytes))
+}
+
+pub const REALISM_FORMAT_NAME: &str = "mirage-realism-v1";
+pub const FLOW_FORMAT_NAME: &str = "mirage-flow-v1";
+
+/// Writes a shipped decoder add-on (the realism generator or the flow refiner) from a
+/// training checkpoint, tied to the hyperprior it was trained on: it only decodes
+/// bitstreams of that model. `config` is its architecture, as metadata numbers.
+pub fn export_decoder(
+    vs: &mut VarStore,
+    checkpoint: &Path,
+    format: &str,
+    config: &[(&str, i64)],
+    base: &[u8; 8],
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    vs.load(checkpoint)?;
+    let owned = f16_variables(vs, None)?;
+    let mut metadata = HashMap::from([
+        ("format".to_string(), format.to_string()),
+        ("base_model".to_string(), id_hex(base)),
+    ]);
+    for (key, value) in config {
+        metadata.insert(key.to_string(), value.to_string());
+    }
+    write_safetensors(&owned, metadata, out)
+}
+
+/// The realism generator of a `generator.safetensors` checkpoint, as a shipped file.
+pub fn export_realism(
+    checkpoint: &Path,
+    config: RealismConfig,
+    base: &[u8; 8],
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    let mut vs = VarStore::new(Device::Cpu);
+    RealismGenerator::new(&vs.root(), config, ConvPrecision::F32);
+    let numbers = [
+        ("channels", config.channels),
+        ("blocks", config.blocks),
+        ("feature_channels", config.feature_channels),
+    ];
+    export_decoder(
+        &mut vs,
+        checkpoint,
+        REALISM_FORMAT_NAME,
+        &numbers,
+        base,
+        out,
+    )
+}
+
+/// The flow refiner of a `flow.safetensors` checkpoint, as a shipped file.
+pub fn export_flow(
+    checkpoint: &Path,
+    config: FlowConfig,
+    base: &[u8; 8],
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    let mut vs = VarStore::new(Device::Cpu);
+    FlowRefiner::new(&vs.root(), config, ConvPrecision::F32);
+    let numbers = [("channels", config.channels)];
+    export_decoder(&mut vs, checkpoint, FLOW_FORMAT_NAME, &numbers, base, out)
+}
+
+/// A loaded decoder add-on file (realism generator or flow refiner).
+pub struct DecoderFile {
+    pub id: [u8; 8],
+    /// The hyperprior whose bitstreams (and decodes) it was trained on.
+    pub base_model: String,
+    metadata: HashMap<String, String>,
+    pub tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
+}
+
+impl DecoderFile {
+    /// Reads a file and checks that it is of the expected `format`.
+    pub fn load(path: &Path, format: &str) -> Result<DecoderFile> {
+        let bytes = std::fs::read(path).map_err(|source| MirageError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let invalid = |reason: String| MirageError::InvalidModel {
+            path: path.to_owned(),
+            reason,
+        };
+        let (metadata, tensors, _) = read_tensors(&bytes).map_err(invalid)?;
+        if metadata.get("format").map(String::as_str) != Some(format) {
+            return Err(invalid(format!("not a {format} model")));
+        }
+        Ok(DecoderFile {
+            id: model_id(&bytes),
+            base_model: metadata.get("base_model").cloned().unwrap_or_default(),
+            metadata,
+            tensors,
+        })
+    }
+
+    /// An architecture number from the metadata, within a sane range.
+    pub fn number(&self, key: &str) -> Result<i64> {
+        self.metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .filter(|v: &i64| (1..=4096).contains(v))
+            .ok_or_else(|| MirageError::InvalidModel {
+                path: "(loaded)".into(),
+                reason: format!("metadata lacks a sane {key}"),
+            })
+    }
+
+    pub fn realism_config(&self) -> Result<RealismConfig> {
+        Ok(RealismConfig {
+            channels: self.number("channels")?,
+            blocks: self.number("blocks")?,
+            feature_channels: self.number("feature_channels")?,
+        })
+    }
+
+    pub fn flow_config(&self) -> Result<FlowConfig> {
+        Ok(FlowConfig {
+            channels: self.number("channels")?,
+        })
+    }
+
+    /// Copies the weights into a freshly built network.
+    pub fn fill(&self, vs: &VarStore) -> Result<()> {
+        fill_variables(&self.tensors, vs, None)
+    }
+}
+
+type Tensors = HashMap<String, (Vec<i64>, Vec<f32>)>;
+
+/// A safetensors file's metadata, its f16 tensors (as f32) and its i32 tensors.
+type RawFile = (HashMap<String, String>, Tensors, HashMap<String, Vec<i32>>);
+
+fn read_tensors(bytes: &[u8]) -> std::result::Result<RawFile, String> {
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut tensors = HashMap::new();
+    let mut ints = HashMap::new();
+    for (name, view) in st.tensors() {
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        match view.dtype() {
+            Dtype::F16 => {
+                let v = view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect();
+                tensors.insert(name, (shape, v));
+            }
+            Dtype::I32 => {
+                let v = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                ints.insert(name, v);
+            }
+            other => return Err(format!("unexpected dtype {other:?} for {name}")),
+        }
+    }
+    Ok((meta, tensors, ints))
+}
+
+/// Copies named weights into a network's variables, checking every shape; variables
+/// under `skip_prefix` are left alone.
+fn fill_variables(tensors: &Tensors, vs: &VarStore, skip_prefix: Option<&str>) -> Result<()> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if skip_prefix.is_some_and(|p| name.starts_with(p)) {
+                continue;
+            }
+            let (shape, values) = tensors
+                .get(&name)
+                .ok_or_else(|| MirageError::InvalidModel {
+                    path: "(loaded)".into(),
+                    reason: format!("missing tensor {name}"),
+                })?;
+            if *shape != var.size() {
+                return Err(MirageError::InvalidModel {
+                    path: "(loaded)".into(),
+                    reason: format!("{name} has shape {shape:?}, expected {:?}", var.size()),
+                });
+            }
+            var.copy_(
+                &Tensor::from_slice(values)
+                    .view(shape.as_slice())
+                    .to_kind(Kind::Float),
+            );
+        }
+        Ok(())
+    })
 }
 
 /// The smallest index range holding all but `TAIL_MASS` of a pmf, always including 0
@@ -153,9 +366,7 @@ impl ModelFile {
     }
 
     fn parse(bytes: &[u8]) -> std::result::Result<ModelFile, String> {
-        let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| format!("not a safetensors file ({e})"))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let (meta, tensors, ints) = read_tensors(bytes)?;
         if meta.get("format").map(String::as_str) != Some(FORMAT_NAME) {
             return Err(format!("not a {FORMAT_NAME} model"));
         }
@@ -170,31 +381,6 @@ impl ModelFile {
         };
         if number("levels")? != LEVELS as i64 {
             return Err("model has a different number of rate levels".into());
-        }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-        let mut tensors = HashMap::new();
-        let mut ints: HashMap<String, Vec<i32>> = HashMap::new();
-        for (name, view) in st.tensors() {
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            match view.dtype() {
-                Dtype::F16 => {
-                    let v = view
-                        .data()
-                        .chunks_exact(2)
-                        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect();
-                    tensors.insert(name, (shape, v));
-                }
-                Dtype::I32 => {
-                    let v = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    ints.insert(name, v);
-                }
-                other => return Err(format!("unexpected dtype {other:?} for {name}")),
-            }
         }
         let get = |k: &str| ints.get(k).ok_or_else(|| format!("missing {k}"));
         let (cdf, lengths, offsets) = (
@@ -238,25 +424,6 @@ impl ModelFile {
     /// Copies the weights into a freshly built network (all but the density network,
     /// whose job the integer tables do).
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
-        tch::no_grad(|| {
-            for (name, mut var) in vs.variables() {
-                if name.starts_with("prior.") {
-                    continue;
-                }
-                let (shape, values) = self.tensor(&name)?;
-                if *shape != var.size() {
-                    return Err(MirageError::InvalidModel {
-                        path: "(loaded)".into(),
-                        reason: format!("{name} has shape {shape:?}, expected {:?}", var.size()),
-                    });
-                }
-                var.copy_(
-                    &Tensor::from_slice(values)
-                        .view(shape.as_slice())
-                        .to_kind(Kind::Float),
-                );
-            }
-            Ok(())
-        })
+        fill_variables(&self.tensors, vs, Some("prior."))
     }
 }

@@ -101,6 +101,48 @@ impl Conv {
     }
 }
 
+/// A dense (fully connected) layer, with checkpoint keys `<path>.weight` / `<path>.bias`
+/// like [`Conv`]. `zero` initialises it to output zeros, for conditioning layers
+/// (FiLM) that should start as the identity.
+#[derive(Debug)]
+pub struct Dense {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Dense {
+    pub fn new(p: nn::Path, c_in: i64, c_out: i64, zero: bool) -> Dense {
+        let bound = if zero {
+            0.0
+        } else {
+            1.0 / (c_in as f64).sqrt()
+        };
+        Dense {
+            weight: p.var(
+                "weight",
+                &[c_out, c_in],
+                nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            bias: p.var("bias", &[c_out], nn::Init::Const(0.0)),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+
+    /// A handle sharing the same weights.
+    pub fn replica(&self) -> Dense {
+        Dense {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+        }
+    }
+}
+
 /// Generalized divisive normalization (Ballé et al. 2016):
 /// `y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`, or its approximate inverse
 /// (multiply instead of divide) in the synthesis transform.

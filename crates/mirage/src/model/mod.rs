@@ -19,7 +19,9 @@
 //! continuously so the in-between settings are trained, not only interpolated.
 
 pub mod factorized;
+pub mod flow;
 pub mod layers;
+pub mod realism;
 
 use factorized::FactorizedPrior;
 use layers::{Conv, ConvPrecision, Gdn};
@@ -40,12 +42,11 @@ impl Default for ModelConfig {
 }
 
 /// The trade-off λ of each trained rate level, for the loss `λ · 255² · MSE + bpp`
-/// (images in [0, 1]), log-spaced (×2.44 a level) to cover about 0.05–1.2 bpp on Kodak.
-/// (The shipped run started with a ladder from 0.0004 and moved to this one at step
-/// 5.7k, when Kodak showed that 0.0004 stopped near 0.1 bpp; see the model card.)
-pub const LAMBDAS: [f64; 8] = [
-    0.00015, 0.00037, 0.0009, 0.0022, 0.0053, 0.013, 0.031, 0.076,
-];
+/// (images in [0, 1]), log-spaced (×2.44 a level above the first) to cover about
+/// 0.04–1.2 bpp on Kodak. (The shipped run started with a ladder from 0.0004, moved the
+/// bottom to 0.00015 at step 5.7k when Kodak showed that 0.0004 stopped near 0.1 bpp,
+/// and to 0.0001 at step 22k when 0.00015 stopped at 0.057; see the model card.)
+pub const LAMBDAS: [f64; 8] = [0.0001, 0.00037, 0.0009, 0.0022, 0.0053, 0.013, 0.031, 0.076];
 pub const LEVELS: usize = LAMBDAS.len();
 
 /// Scales below this are clamped: it is the smallest scale of the Gaussian tables,
@@ -85,16 +86,29 @@ pub struct Synthesis {
     precision: ConvPrecision,
 }
 
+/// The synthesis layer whose output the realism generator reads (after the second
+/// inverse GDN: N channels at 1/4 of the image resolution).
+const REALISM_FEATURES_AFTER: usize = 1;
+
 impl Synthesis {
     pub fn forward(&self, y: &Tensor) -> Tensor {
+        self.forward_with_features(y).0
+    }
+
+    /// The decoded image and the activations the realism generator reads.
+    pub fn forward_with_features(&self, y: &Tensor) -> (Tensor, Tensor) {
         let mut h = y.shallow_clone();
+        let mut features = None;
         for (i, conv) in self.convs.iter().enumerate() {
             h = conv.forward(&h, self.precision);
             if let Some(igdn) = self.igdn.get(i) {
                 h = igdn.forward(&h);
             }
+            if i == REALISM_FEATURES_AFTER {
+                features = Some(h.shallow_clone());
+            }
         }
-        h
+        (h, features.expect("the synthesis has more than two layers"))
     }
 
     /// A handle sharing the same weights.
@@ -248,6 +262,18 @@ impl Hyperprior {
     }
     pub fn inverse_gain(&self, rate: &Tensor) -> Tensor {
         Self::interpolate(&self.inverse_gain, rate)
+    }
+
+    /// The dequantized latent exactly as the decoder sees it (rounded around the
+    /// predicted mean, inverse gain applied), for training decoders on a frozen
+    /// encoder. Uses libtorch's hyper-synthesis, which can differ from the codec's
+    /// deterministic one in the last bits: harmless for training.
+    pub fn decoded_latent(&self, x: &Tensor, rate: &Tensor) -> Tensor {
+        let y = self.analysis(x) * self.gain(rate);
+        let z = self.hyper_analysis(&y) * Self::interpolate(&self.hyper_gain, rate);
+        let z_hat = z.round() * Self::interpolate(&self.inverse_hyper_gain, rate);
+        let (_, mean) = self.hyper_synthesis(&z_hat);
+        ((&y - &mean).round() + &mean) * self.inverse_gain(rate)
     }
 
     /// The training forward pass: additive uniform noise stands in for quantization in

@@ -18,6 +18,12 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(vs: &VarStore) -> Adam {
+        Self::with_betas(vs, 0.9, 0.999)
+    }
+
+    /// GANs are customarily trained with a shorter first-moment memory (β1 = 0.5), so
+    /// that the generator and discriminator react to each other faster.
+    pub fn with_betas(vs: &VarStore, beta1: f64, beta2: f64) -> Adam {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let m = vars.iter().map(|(_, t)| t.zeros_like()).collect();
@@ -29,8 +35,8 @@ impl Adam {
             m,
             v,
             step: 0,
-            beta1: 0.9,
-            beta2: 0.999,
+            beta1,
+            beta2,
             eps: 1e-8,
         }
     }

@@ -8,6 +8,8 @@
 
 pub mod adam;
 pub mod data;
+pub mod flow;
+pub mod realism;
 
 use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
 use crate::progress;
@@ -48,9 +50,36 @@ fn learning_rate(o: &TrainOptions, step: i64) -> f64 {
     }
 }
 
+/// The shipped hyperprior, frozen, for training decoders on its bitstreams: exactly
+/// the networks that make and decode the files (f32, as the codec runs them). The
+/// returned store owns the weights and must outlive the network.
+pub(crate) fn frozen_hyperprior(
+    path: &std::path::Path,
+) -> Result<(VarStore, Hyperprior, crate::model_file::ModelFile)> {
+    let base = crate::model_file::ModelFile::load(path)?;
+    let mut vs = VarStore::new(Device::Cpu);
+    let hyperprior = Hyperprior::new(&vs.root(), base.config, ConvPrecision::F32);
+    base.fill(&vs)?;
+    vs.freeze();
+    Ok((vs, hyperprior, base))
+}
+
+/// Opens a CSV log for appending, writing its header if it is new.
+pub(crate) fn open_log(path: &std::path::Path, header: &str) -> Result<std::fs::File> {
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if new {
+        writeln!(f, "{header}")?;
+    }
+    Ok(f)
+}
+
 /// Writes a file through a temporary name and a rename, so a crash never leaves a
 /// half-written checkpoint in place of a good one.
-fn save_atomically(vs: &VarStore, path: &std::path::Path) -> Result<()> {
+pub(crate) fn save_atomically(vs: &VarStore, path: &std::path::Path) -> Result<()> {
     let tmp = path.with_extension("tmp.safetensors");
     vs.save(&tmp)?;
     std::fs::rename(&tmp, path)?;

@@ -1,0 +1,216 @@
+//! Side-by-side crops: the same bitstream decoded several ways, next to the original,
+//! on regions chosen for what people notice (faces, text and straight edges) and for
+//! where invented texture is welcome (water, gravel, grass).
+//!
+//! Each image is encoded once at the target rate; every column decodes that one file,
+//! so the columns differ only by the decoder.
+
+use crate::codec::{Codec, RateTarget, Realism};
+use crate::error::MirageError;
+use crate::image_io::read_image;
+use crate::metrics;
+use anyhow::Result;
+use image::{imageops, Rgb, RgbImage};
+use std::path::Path;
+
+/// A square region of a Kodak image, in original pixels.
+#[derive(Clone, Copy, Debug)]
+pub struct Region {
+    pub image: &'static str,
+    pub x: u32,
+    pub y: u32,
+    pub size: u32,
+    /// What the region tests, for the caption.
+    pub content: &'static str,
+}
+
+/// The default regions, two per kind of content.
+pub const KODAK_REGIONS: [Region; 6] = [
+    Region {
+        image: "kodim04",
+        x: 200,
+        y: 300,
+        size: 128,
+        content: "face (eyes)",
+    },
+    Region {
+        image: "kodim15",
+        x: 420,
+        y: 110,
+        size: 128,
+        content: "face (eye, paint)",
+    },
+    Region {
+        image: "kodim08",
+        x: 600,
+        y: 250,
+        size: 128,
+        content: "text, straight edges",
+    },
+    Region {
+        image: "kodim19",
+        x: 60,
+        y: 560,
+        size: 128,
+        content: "fence, straight edges",
+    },
+    Region {
+        image: "kodim13",
+        x: 300,
+        y: 330,
+        size: 128,
+        content: "water, gravel",
+    },
+    Region {
+        image: "kodim22",
+        x: 420,
+        y: 380,
+        size: 128,
+        content: "grass, reflections",
+    },
+];
+
+/// One way to decode a file: a column of the sheet, a row of the decoder benchmark.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Column {
+    /// The synthesis at hallucination weight w (0: the MSE decode).
+    Realism(f32),
+    /// The MSE decode refined by the rectified flow in this many steps (seed 0).
+    Flow(usize),
+}
+
+impl Column {
+    pub fn label(&self) -> String {
+        match self {
+            Column::Realism(w) => format!("w = {w}"),
+            Column::Flow(steps) => format!("flow {steps} steps"),
+        }
+    }
+
+    pub fn decode(&self, codec: &Codec, bytes: &[u8]) -> crate::error::Result<RgbImage> {
+        Ok(match self {
+            Column::Realism(w) => codec.decompress_with(bytes, Realism::Weight(*w))?.0,
+            Column::Flow(steps) => codec.decompress_flow(bytes, *steps, 0)?.0,
+        })
+    }
+
+    /// Parses `w0.5` / `0.5` (a realism weight) or `flow4` (flow steps).
+    pub fn parse(s: &str) -> std::result::Result<Column, String> {
+        if let Some(steps) = s.strip_prefix("flow") {
+            return steps
+                .parse()
+                .map(Column::Flow)
+                .map_err(|_| format!("expected flowN (N steps), not `{s}`"));
+        }
+        match s.trim_start_matches('w').parse::<f32>() {
+            Ok(w) if (0.0..=1.0).contains(&w) => Ok(Column::Realism(w)),
+            _ => Err(format!("expected a weight from 0 to 1 or flowN, not `{s}`")),
+        }
+    }
+}
+
+/// The figures of one row: the file's rate, and each column's PSNR and SSIMULACRA2
+/// on the whole image.
+pub struct Row {
+    pub region: Region,
+    pub bpp: f64,
+    pub psnr: Vec<f64>,
+    pub ssimulacra2: Vec<f64>,
+}
+
+const GUTTER: u32 = 4;
+
+/// Builds the sheet: rows are regions, columns the original then each decode,
+/// each crop enlarged `zoom` times (nearest neighbour, so pixels stay pixels).
+pub fn side_by_side(
+    codec: &Codec,
+    images: &Path,
+    regions: &[Region],
+    columns: &[Column],
+    target: RateTarget,
+    zoom: u32,
+) -> Result<(RgbImage, Vec<Row>)> {
+    let tile = |r: &Region| r.size * zoom;
+    let width = (columns.len() as u32 + 1) * (regions.iter().map(tile).max().unwrap_or(0) + GUTTER);
+    let height: u32 = regions.iter().map(|r| tile(r) + GUTTER).sum();
+    let mut sheet = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut rows = vec![];
+    let mut top = 0;
+    let bar = crate::progress::bar(regions.len() as u64, "regions");
+    for region in regions {
+        let path = images.join(format!("{}.png", region.image));
+        let original = read_image(&path)?.image;
+        if region.x + region.size > original.width() || region.y + region.size > original.height() {
+            return Err(MirageError::BadParameter(format!(
+                "region {}+{} of {} lies outside the image",
+                region.x,
+                region.y,
+                path.display()
+            ))
+            .into());
+        }
+        let (bytes, _) = codec.compress(&original, target)?;
+        let mut place = |img: &RgbImage, column: u32| {
+            let crop = imageops::crop_imm(img, region.x, region.y, region.size, region.size);
+            let big = imageops::resize(
+                &crop.to_image(),
+                tile(region),
+                tile(region),
+                imageops::FilterType::Nearest,
+            );
+            imageops::replace(
+                &mut sheet,
+                &big,
+                (column * (tile(region) + GUTTER)) as i64,
+                top,
+            );
+        };
+        place(&original, 0);
+        let (mut psnr, mut ssimulacra2) = (vec![], vec![]);
+        for (i, column) in columns.iter().enumerate() {
+            let decoded = column.decode(codec, &bytes)?;
+            psnr.push(metrics::psnr(&original, &decoded)?);
+            ssimulacra2.push(metrics::ssimulacra2(&original, &decoded)?);
+            place(&decoded, i as u32 + 1);
+        }
+        rows.push(Row {
+            region: *region,
+            bpp: bytes.len() as f64 * 8.0 / (original.width() * original.height()) as f64,
+            psnr,
+            ssimulacra2,
+        });
+        top += (tile(region) + GUTTER) as i64;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((sheet, rows))
+}
+
+/// The caption: what each row and column is, with the measured figures.
+pub fn markdown(rows: &[Row], columns: &[Column], picture: &str) -> String {
+    let mut s = format!("![side-by-side crops]({picture})\n\n");
+    s += "Columns: original";
+    for c in columns {
+        s += &format!(", {}", c.label());
+    }
+    s += " (all decoded from the same file). Figures are on the whole image.\n\n";
+    s += "| image | region | content | bpp |";
+    for c in columns {
+        s += &format!(" PSNR {0} | SSIMULACRA2 {0} |", c.label());
+    }
+    s += "\n|---|---|---|---|";
+    s += &"---|---|".repeat(columns.len());
+    s += "\n";
+    for r in rows {
+        let g = &r.region;
+        s += &format!(
+            "| {} | {}+{}, {}² | {} | {:.3} |",
+            g.image, g.x, g.y, g.size, g.content, r.bpp
+        );
+        for (p, q) in r.psnr.iter().zip(&r.ssimulacra2) {
+            s += &format!(" {p:.2} | {q:.1} |");
+        }
+        s += "\n";
+    }
+    s
+}
