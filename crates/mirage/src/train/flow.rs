@@ -85,10 +85,9 @@ pub fn train(o: &FlowTrainOptions) -> Result<()> {
             (Tensor::randn([o.batch as i64], (Kind::Float, Device::Cpu)) + TIME_SHIFT).sigmoid();
         let tt = t.view([-1, 1, 1, 1]);
         let r_t = &r0 * (-&tt + 1.0) + &r1 * &tt;
-        let target = &r1 - &r0;
-        let v = flow.velocity(&r_t, &t, &x_mse);
+        let predicted = flow.predict_residual(&r_t, &t, &x_mse);
         // Scaled by 1/σ² so the loss is O(1) whatever the residual scale.
-        let loss = (v - target).square().mean(Kind::Float) / (SOURCE_SCALE * SOURCE_SCALE);
+        let loss = (predicted - &r1).square().mean(Kind::Float) / (SOURCE_SCALE * SOURCE_SCALE);
         adam.zero_grad();
         loss.backward();
         adam.clip_grad_norm(1.0);
