@@ -75,6 +75,13 @@ async function vote(choice) {
       body: JSON.stringify({ ticket: pair.ticket, choice, rater }),
     });
     // 409: this ticket was already counted (a double submit); move on all the same.
+    // 410: the pair was left open past the ticket's lifetime; it cannot count, so
+    // show a fresh pair.
+    if (response.status === 410) {
+      await nextPair();
+      $("status").textContent = "That pair had expired, so the vote was not counted; here is a new one.";
+      return;
+    }
     if (!response.ok && response.status !== 409) {
       const data = await response.json().catch(() => ({}));
       throw new Error(data.error || response.statusText);

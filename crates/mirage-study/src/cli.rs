@@ -67,6 +67,10 @@ pub enum StudyCommand {
         /// Do not fetch each pair's three images (measures votes alone).
         #[arg(long)]
         no_images: bool,
+        /// Mean pause between a rater's votes in ms (uniform from 0 to twice this);
+        /// 0 saturates the server.
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
     },
 }
 
@@ -120,6 +124,12 @@ pub fn run(command: StudyCommand) -> Result<(), StudyError> {
                     source: std::io::ErrorKind::NotFound.into(),
                 });
             }
+            // Check every output first, so a refusal leaves nothing half exported.
+            for path in votes.iter().chain(scores_path.iter()) {
+                if path.exists() && !force {
+                    return Err(StudyError::OutputExists(path.clone()));
+                }
+            }
             let store = Store::open(&db, i64::MAX)?;
             if store.summary(&study)?.is_none() {
                 return Err(StudyError::UnknownStudy(study));
@@ -140,12 +150,14 @@ pub fn run(command: StudyCommand) -> Result<(), StudyError> {
             votes,
             images,
             no_images,
+            think_ms,
         } => {
             let report = load_test::run_blocking(&LoadTestOptions {
                 raters,
                 votes,
                 images,
                 fetch_images: !no_images,
+                think: Duration::from_millis(think_ms),
             })?;
             print!("{report}");
             if report.passed() {

@@ -17,6 +17,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rand::Rng;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
@@ -46,6 +47,10 @@ pub struct LoadTestOptions {
     pub images: usize,
     /// Whether raters also fetch the three images of each pair, as the page does.
     pub fetch_images: bool,
+    /// Mean pause between a rater's votes, drawn uniformly from 0 to twice this. 0
+    /// (the default) is a closed loop with no pause: the server is saturated, and the
+    /// latency is mostly time spent queueing behind the other raters.
+    pub think: Duration,
 }
 
 impl Default for LoadTestOptions {
@@ -55,6 +60,7 @@ impl Default for LoadTestOptions {
             votes: 10_000,
             images: 24,
             fetch_images: true,
+            think: Duration::ZERO,
         }
     }
 }
@@ -95,6 +101,7 @@ pub struct Probe {
 #[derive(Debug, Clone)]
 pub struct LoadTestReport {
     pub raters: usize,
+    pub think: Duration,
     pub requested: usize,
     /// Votes the server answered 201 (or 409 on a retry) for.
     pub accepted: usize,
@@ -133,6 +140,11 @@ impl fmt::Display for LoadTestReport {
         writeln!(f, "| measure | value |")?;
         writeln!(f, "|---|---|")?;
         writeln!(f, "| concurrent raters | {} |", self.raters)?;
+        writeln!(
+            f,
+            "| mean pause between a rater's votes | {} |",
+            ms(self.think)
+        )?;
         writeln!(f, "| votes requested | {} |", self.requested)?;
         writeln!(f, "| votes accepted (201) | {} |", self.accepted)?;
         writeln!(f, "| votes in database | {} |", self.in_db)?;
@@ -278,10 +290,10 @@ struct Tally {
 async fn rater(
     target: Target,
     budget: Arc<AtomicUsize>,
-    total: usize,
-    fetch_images: bool,
+    options: LoadTestOptions,
     seed: usize,
 ) -> Tally {
+    let (total, fetch_images) = (options.votes, options.fetch_images);
     let mut tally = Tally::default();
     let votes_path = format!("/api/studies/{STUDY}/votes");
     let pair_path = format!("/api/studies/{STUDY}/pair");
@@ -344,6 +356,10 @@ async fn rater(
         if recorded {
             tally.accepted.push(pair.ticket);
         }
+        if !options.think.is_zero() {
+            let pause = rand::thread_rng().gen_range(Duration::ZERO..=options.think * 2);
+            tokio::time::sleep(pause).await;
+        }
     }
     tally
 }
@@ -387,15 +403,7 @@ pub async fn run(options: &LoadTestOptions) -> Result<LoadTestReport, StudyError
     let budget = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..options.raters.max(1))
-        .map(|i| {
-            tokio::spawn(rater(
-                target.clone(),
-                budget.clone(),
-                options.votes,
-                options.fetch_images,
-                i,
-            ))
-        })
+        .map(|i| tokio::spawn(rater(target.clone(), budget.clone(), options.clone(), i)))
         .collect();
     let mut tally = Tally::default();
     for task in tasks {
@@ -435,6 +443,7 @@ pub async fn run(options: &LoadTestOptions) -> Result<LoadTestReport, StudyError
     let (after, _, _) = audit.vote_integrity(STUDY)?;
     let mut report = LoadTestReport {
         raters: options.raters,
+        think: options.think,
         requested: options.votes,
         accepted: tally.accepted.len(),
         in_db,

@@ -1,6 +1,6 @@
 //! A study's results: bootstrapped Elo per condition beside its mean bpp.
 
-use crate::elo::{bootstrap, ConditionScore, EloOptions};
+use crate::elo::{bootstrap, ConditionScore, EloOptions, Outcome};
 use crate::error::StudyError;
 use crate::store::Store;
 use serde::Serialize;
@@ -25,9 +25,22 @@ pub struct Scores {
 }
 
 pub fn compute(store: &Store, study: &str, options: &EloOptions) -> Result<Scores, StudyError> {
-    let outcomes = store.outcomes(study)?;
-    let bpp = store.mean_bpp(study)?;
-    let conditions = bootstrap(&outcomes, options)
+    Ok(from_outcomes(
+        study,
+        &store.outcomes(study)?,
+        &store.mean_bpp(study)?,
+        options,
+    ))
+}
+
+/// Scores from votes already read; `bpp` is the mean bpp per condition.
+pub fn from_outcomes(
+    study: &str,
+    outcomes: &[Outcome],
+    bpp: &[(String, f64)],
+    options: &EloOptions,
+) -> Scores {
+    let conditions = bootstrap(outcomes, options)
         .into_iter()
         .map(|score| ConditionResult {
             mean_bpp: bpp
@@ -37,7 +50,7 @@ pub fn compute(store: &Store, study: &str, options: &EloOptions) -> Result<Score
             score,
         })
         .collect();
-    Ok(Scores {
+    Scores {
         study: study.to_string(),
         votes: outcomes.len() as u64,
         initial: options.initial,
@@ -45,5 +58,5 @@ pub fn compute(store: &Store, study: &str, options: &EloOptions) -> Result<Score
         rounds: options.rounds,
         seed: options.seed,
         conditions,
-    })
+    }
 }

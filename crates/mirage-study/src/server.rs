@@ -34,11 +34,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 /// How to run a study server.
 #[derive(Debug, Clone)]
@@ -73,6 +74,12 @@ struct AppState {
     store: Store,
     admin: AdminToken,
     elo: EloOptions,
+    /// The last scores per study. The results endpoint is public and a bootstrap over
+    /// 10,000 votes costs a good fraction of a second, so scores are recomputed only
+    /// when the vote count has changed.
+    scores: Mutex<HashMap<String, Arc<Scores>>>,
+    /// One database job at a time, first come first served (see [`blocking`]).
+    db_turn: Semaphore,
 }
 
 /// A server running on the current tokio runtime.
@@ -134,6 +141,8 @@ pub async fn start(options: ServeOptions) -> Result<RunningServer, StudyError> {
         store,
         admin,
         elo: options.elo,
+        scores: Mutex::new(HashMap::new()),
+        db_turn: Semaphore::new(1),
     });
     let listener = tokio::net::TcpListener::bind(&options.addr)
         .await
@@ -248,11 +257,20 @@ async fn asset(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
-/// Runs database work off the async threads.
+/// Runs database work off the async threads, one job at a time, in arrival order.
+///
+/// The store serialises on a mutex anyway; queueing here on a fair semaphore
+/// instead means requests wait as cheap futures in FIFO order rather than as
+/// blocked threads racing for an unfair lock, which under 200 concurrent raters
+/// made the slowest votes wait seconds.
 async fn blocking<T: Send + 'static>(
     state: &Arc<AppState>,
     work: impl FnOnce(&AppState) -> Result<T, StudyError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _turn =
+        state.db_turn.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server shutting down")
+        })?;
     let state = state.clone();
     tokio::task::spawn_blocking(move || work(&state))
         .await
@@ -381,17 +399,38 @@ async fn vote(
         .into_response())
 }
 
-async fn compute_scores(state: &Arc<AppState>, id: &str) -> Result<Scores, ApiError> {
-    require_study(state, id).await?;
+async fn compute_scores(state: &Arc<AppState>, id: &str) -> Result<Arc<Scores>, ApiError> {
+    let votes = require_study(state, id).await?.votes;
+    let cached = |s: &AppState| {
+        let cache = s.scores.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(id).filter(|c| c.votes == votes).cloned()
+    };
+    if let Some(scores) = cached(state) {
+        return Ok(scores);
+    }
     let key = id.to_string();
-    blocking(state, move |s| scores::compute(&s.store, &key, &s.elo)).await
+    let (outcomes, bpp) = blocking(state, move |s| {
+        Ok((s.store.outcomes(&key)?, s.store.mean_bpp(&key)?))
+    })
+    .await?;
+    // The bootstrap is CPU work, not database work: it runs without holding the turn.
+    let (study, options) = (id.to_string(), state.elo);
+    let fresh = tokio::task::spawn_blocking(move || {
+        scores::from_outcomes(&study, &outcomes, &bpp, &options)
+    })
+    .await
+    .map(Arc::new)
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error"))?;
+    let mut cache = state.scores.lock().unwrap_or_else(|p| p.into_inner());
+    cache.insert(id.to_string(), fresh.clone());
+    Ok(fresh)
 }
 
 async fn study_scores(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Scores>, ApiError> {
-    Ok(Json(compute_scores(&state, &id).await?))
+    Ok(Json(compute_scores(&state, &id).await?.as_ref().clone()))
 }
 
 async fn ticket_image(

@@ -97,6 +97,31 @@ async fn pages_pairs_votes_scores_and_exports() {
     assert_eq!(conditions.len(), 2);
     assert_eq!(conditions[0]["condition"], votes[0].winner.as_str());
     assert!(conditions[0]["elo"].as_f64().unwrap() > conditions[1]["elo"].as_f64().unwrap());
+    // Scores are cached per vote count: a new vote must show up.
+    let pair = call(addr, "GET", &format!("/api/studies/{study}/pair"), &[], b"")
+        .await
+        .json();
+    let vote = format!(
+        r#"{{"ticket":"{}","choice":"b","rater":"tester"}}"#,
+        pair["ticket"].as_str().unwrap()
+    );
+    assert_eq!(
+        call(addr, "POST", &path, &[JSON], vote.as_bytes())
+            .await
+            .status,
+        201
+    );
+    let scores = call(
+        addr,
+        "GET",
+        &format!("/api/studies/{study}/scores"),
+        &[],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(scores["votes"], 2);
+    let condition_count = scores["conditions"].as_array().unwrap().len();
 
     // Exports need the token.
     let export = format!("/api/admin/studies/{study}/votes.csv");
@@ -106,9 +131,12 @@ async fn pages_pairs_votes_scores_and_exports() {
     assert_eq!(csv.status, 200);
     assert!(csv.headers.contains("text/csv"));
     let lines: Vec<String> = csv.text().lines().map(String::from).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(lines[0].starts_with("id,created_at_ms,image"));
-    assert!(lines[1].ends_with(",tester"));
+    assert!(
+        lines[1..].iter().all(|l| l.ends_with(",tester")),
+        "{lines:?}"
+    );
     let scores_csv = call(
         addr,
         "GET",
@@ -117,7 +145,7 @@ async fn pages_pairs_votes_scores_and_exports() {
         b"",
     )
     .await;
-    assert_eq!(scores_csv.text().lines().count(), 3);
+    assert_eq!(scores_csv.text().lines().count(), 1 + condition_count);
     t.server.stop().await.unwrap();
 }
 

@@ -10,6 +10,7 @@ async fn twenty_raters_five_hundred_votes() {
         votes: 500,
         images: 4,
         fetch_images: true,
+        think: std::time::Duration::ZERO,
     })
     .await
     .unwrap();
