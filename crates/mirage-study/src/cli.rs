@@ -168,3 +168,42 @@ pub fn run(command: StudyCommand) -> Result<(), StudyError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// The same nesting as `mirage study ...` and `mirage-study ...`.
+    #[derive(Parser)]
+    struct Host {
+        #[command(subcommand)]
+        command: StudyCommand,
+    }
+
+    #[test]
+    fn flags_are_consistent_and_parse() {
+        Host::command().debug_assert();
+        let host = Host::try_parse_from([
+            "mirage-study",
+            "serve",
+            "--pool",
+            "a",
+            "--pool",
+            "b",
+            "--admin-token",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        match host.command {
+            StudyCommand::Serve {
+                pool, admin_token, ..
+            } => {
+                assert_eq!(pool, vec![PathBuf::from("a"), PathBuf::from("b")]);
+                assert_eq!(admin_token.as_deref(), Some("0123456789abcdef"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Host::try_parse_from(["mirage-study", "load-test", "--raters", "x"]).is_err());
+    }
+}
