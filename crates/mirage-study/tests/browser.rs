@@ -50,7 +50,7 @@ fn start_chromedriver(path: &Path) -> (Driver, u16) {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
     let driver = Driver(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
@@ -73,10 +73,12 @@ async fn body_attr(client: &fantoccini::Client, name: &str) -> String {
     body.attr(name).await.unwrap().unwrap_or_default()
 }
 
+/// Waits for a selector to match. Generous, because on a loaded 2-core machine
+/// Chromium alone has taken over a minute to start and render.
 async fn wait_for(client: &fantoccini::Client, css: &str) {
     client
         .wait()
-        .at_most(Duration::from_secs(20))
+        .at_most(Duration::from_secs(60))
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("waiting for {css}: {e}"));
