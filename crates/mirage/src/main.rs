@@ -243,6 +243,11 @@ enum Command {
         #[arg(long, default_value = "models/hyperprior.safetensors")]
         out: PathBuf,
     },
+    /// The preference study web app (2AFC pairs, votes, Elo); see docs/study.md.
+    Study {
+        #[command(subcommand)]
+        command: mirage_study::cli::StudyCommand,
+    },
     /// Train (or resume training) the hyperprior on ../shared/data/train.
     Train {
         #[arg(long, default_value = "../shared/data/train")]
@@ -618,6 +623,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {} (model id {})", out.display(), id_hex(&id));
             Ok(())
         }
+        Command::Study { command } => Ok(mirage_study::cli::run(command)?),
         Command::Train {
             data,
             run_dir,
