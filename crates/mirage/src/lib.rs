@@ -21,6 +21,7 @@ pub mod image_io;
 pub mod model;
 pub mod model_file;
 pub mod progress;
+pub mod realism_measure;
 pub mod train;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};
