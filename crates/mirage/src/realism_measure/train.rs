@@ -318,10 +318,20 @@ pub fn export_extractor(
     let features = Tensor::cat(&parts, 0);
     let std = features.std_dim(0, true, false);
     let std = Vec::<f64>::try_from(std)?;
-    // A dead feature (constant over all patches) gets weight 0 rather than 1/0.
+    let mut sorted = std.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    // A feature that is (nearly) constant over all training patches gets weight 0: scaled
+    // to unit spread it would blow rounding noise up into a distance.
     let scale: Vec<f32> = std
         .iter()
-        .map(|&s| if s > 1e-6 { (1.0 / s) as f32 } else { 0.0 })
+        .map(|&s| {
+            if s > 1e-3 * median {
+                (1.0 / s) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     assert_eq!(scale.len(), FEATURE_DIM as usize);
     eprintln!(
