@@ -357,7 +357,7 @@ pub fn validate(
         .iter()
         .zip(&targets)
         .map(|(img, &t)| {
-            let sigma = tune(t, 0.0, 20.0, |s| psnr_of(img, &gaussian_blur(img, s)))?;
+            let sigma = tune(t, 0.0, 12.0, |s| psnr_of(img, &gaussian_blur(img, s)))?;
             Ok(gaussian_blur(img, sigma))
         })
         .collect::<Result<_>>()?;
@@ -461,37 +461,6 @@ fn monotonic_check(what: &str, series: &[Row]) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> RgbImage {
-        RgbImage::from_fn(40, 30, |x, y| {
-            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 256) as u8])
-        })
-    }
-
-    #[test]
-    fn blur_keeps_flat_images_and_lowers_psnr_with_sigma() {
-        let flat = RgbImage::from_pixel(9, 7, image::Rgb([10, 20, 30]));
-        assert_eq!(gaussian_blur(&flat, 2.0), flat);
-        let img = sample();
-        assert_eq!(gaussian_blur(&img, 0.0), img);
-        let p1 = psnr_of(&img, &gaussian_blur(&img, 1.0)).unwrap();
-        let p2 = psnr_of(&img, &gaussian_blur(&img, 2.0)).unwrap();
-        assert!(p1 > p2, "{p1} {p2}");
-    }
-
-    #[test]
-    fn noise_is_deterministic_and_tuning_reaches_the_target() {
-        let img = sample();
-        assert_eq!(add_noise(&img, 5.0, 3), add_noise(&img, 5.0, 3));
-        let std = tune(30.0, 0.0, 128.0, |s| psnr_of(&img, &add_noise(&img, s, 1))).unwrap();
-        let reached = psnr_of(&img, &add_noise(&img, std, 1)).unwrap();
-        assert!((reached - 30.0).abs() < 0.3, "{reached}");
-    }
-}
-
 impl Validation {
     /// The whole `docs/realism-measure.md`: what the measure is, then this run's table.
     pub fn document(&self, command: &str) -> String {
@@ -548,5 +517,36 @@ Reproduce: `{command}` (also writes `docs/realism-measure.csv`).
 "#
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RgbImage {
+        RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 256) as u8])
+        })
+    }
+
+    #[test]
+    fn blur_keeps_flat_images_and_lowers_psnr_with_sigma() {
+        let flat = RgbImage::from_pixel(9, 7, image::Rgb([10, 20, 30]));
+        assert_eq!(gaussian_blur(&flat, 2.0), flat);
+        let img = sample();
+        assert_eq!(gaussian_blur(&img, 0.0), img);
+        let p1 = psnr_of(&img, &gaussian_blur(&img, 1.0)).unwrap();
+        let p2 = psnr_of(&img, &gaussian_blur(&img, 2.0)).unwrap();
+        assert!(p1 > p2, "{p1} {p2}");
+    }
+
+    #[test]
+    fn noise_is_deterministic_and_tuning_reaches_the_target() {
+        let img = sample();
+        assert_eq!(add_noise(&img, 5.0, 3), add_noise(&img, 5.0, 3));
+        let std = tune(30.0, 0.0, 128.0, |s| psnr_of(&img, &add_noise(&img, s, 1))).unwrap();
+        let reached = psnr_of(&img, &add_noise(&img, std, 1)).unwrap();
+        assert!((reached - 30.0).abs() < 0.3, "{reached}");
     }
 }
