@@ -499,16 +499,17 @@ fn realism(command: RealismCommand, model: &Option<PathBuf>) -> Result<()> {
         } => {
             let measure = load_measure(&extractor)?;
             let ref_paths = suite::image_paths(&reference)?;
+            let test_paths = suite::image_paths(&test)?;
             let mut ref_images = vec![];
             let mut test_images = vec![];
             for path in &ref_paths {
                 let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                let partner = suite::image_paths(&test)?
-                    .into_iter()
+                let partner = test_paths
+                    .iter()
                     .find(|p| p.file_stem().unwrap_or_default().to_string_lossy() == stem)
                     .with_context(|| format!("{} has no image named {stem}.*", test.display()))?;
                 ref_images.push(read_image(path)?.image);
-                test_images.push(read_image(&partner)?.image);
+                test_images.push(read_image(partner)?.image);
             }
             let d = measure.distance(&ref_images, &test_images)?;
             println!(

@@ -45,3 +45,37 @@ fn shipped_extractor_puts_a_blurred_copy_farther_than_a_shifted_real_one() {
     // Deterministic for the same inputs.
     assert_eq!(measure.distance(&reference, &blurred).unwrap(), d_blur);
 }
+
+/// Runs `mirage realism …`, which must fail with one `mirage:` line; returns it.
+fn fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["--threads", "1", "realism"])
+        .args(args)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.starts_with("mirage: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn distance_command_explains_bad_input() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let data = data.to_str().unwrap();
+    let err = fails(&[
+        "distance",
+        data,
+        data,
+        "--extractor",
+        "/nonexistent.safetensors",
+    ]);
+    assert!(err.contains("train one with"), "{err}");
+    // The only test image is 200×136: no 256×256 patch fits.
+    let err = fails(&["distance", data, data]);
+    assert!(err.contains("at least 2 patches"), "{err}");
+    let empty = tempfile::tempdir().unwrap();
+    let err = fails(&["distance", data, empty.path().to_str().unwrap()]);
+    assert!(err.contains("no images"), "{err}");
+}
