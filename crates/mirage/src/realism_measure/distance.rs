@@ -85,9 +85,17 @@ impl Default for KernelOptions {
     }
 }
 
-/// Unbiased MMD² with the kernel `k(x, y) = (xᵀy / D + 1)³`, averaged over random
-/// subsets of `min(subset_size, Na, Nb)` rows of each set. It can be slightly negative
-/// for two samples of one distribution; that is what makes it unbiased.
+/// Unbiased MMD² with the kernel `k(x, y) = (xᵀy / D + 1)³` (KID's kernel and subset
+/// scheme), averaged over random subsets of `m = min(subset_size, Na, Nb)` rows.
+///
+/// The estimator is Gretton et al. 2012's U-statistic (their Lemma 6): pairs `(xᵢ, yᵢ)`
+/// and the sum over `i ≠ j` of `k(xᵢ,xⱼ) + k(yᵢ,yⱼ) − k(xᵢ,yⱼ) − k(xⱼ,yᵢ)`. KID's
+/// reference code keeps the `k(xᵢ, yᵢ)` terms, which is unbiased only for independent
+/// sets; here sets are usually *paired* (a decode and its original), and with those terms
+/// a set against itself would score −2(mean k(x,x) − mean k(x,y))/m instead of 0. When both
+/// sets have the same size, the same rows are drawn from each so that pairs stay paired.
+/// It can still be slightly negative for two samples of one distribution; that is what
+/// makes it unbiased.
 pub fn kernel_distance(a: &Tensor, b: &Tensor, options: KernelOptions) -> Result<f64> {
     check(a, b, 2)?;
     let (na, nb) = (a.size()[0] as usize, b.size()[0] as usize);
@@ -96,25 +104,28 @@ pub fn kernel_distance(a: &Tensor, b: &Tensor, options: KernelOptions) -> Result
     let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
     let kernel = |x: &Tensor, y: &Tensor| (x.mm(&y.tr()) / d + 1.0).pow_tensor_scalar(3);
     let mut rng = StdRng::seed_from_u64(options.seed);
+    let pick = |n: usize, rng: &mut StdRng| {
+        let mut idx: Vec<i64> = rand::seq::index::sample(rng, n, m)
+            .into_iter()
+            .map(|i| i as i64)
+            .collect();
+        // Sorted, so a subset that is the whole set sums in the same order each time.
+        idx.sort_unstable();
+        Tensor::from_slice(&idx)
+    };
     let mut total = 0.0;
     for _ in 0..options.subsets.max(1) {
-        let pick = |n: usize, rng: &mut StdRng| {
-            let mut idx: Vec<i64> = rand::seq::index::sample(rng, n, m)
-                .into_iter()
-                .map(|i| i as i64)
-                .collect();
-            // Sorted, so a subset that is the whole set sums in the same order each time.
-            idx.sort_unstable();
-            Tensor::from_slice(&idx)
+        let rows_a = pick(na, &mut rng);
+        let rows_b = if na == nb {
+            rows_a.shallow_clone()
+        } else {
+            pick(nb, &mut rng)
         };
-        let x = a.index_select(0, &pick(na, &mut rng));
-        let y = b.index_select(0, &pick(nb, &mut rng));
-        let (kxx, kyy, kxy) = (kernel(&x, &x), kernel(&y, &y), kernel(&x, &y));
-        let off_diagonal =
-            |k: &Tensor| k.sum(Kind::Double).double_value(&[]) - k.trace().double_value(&[]);
-        let mf = m as f64;
-        total += (off_diagonal(&kxx) + off_diagonal(&kyy)) / (mf * (mf - 1.0))
-            - 2.0 * kxy.sum(Kind::Double).double_value(&[]) / (mf * mf);
+        let x = a.index_select(0, &rows_a);
+        let y = b.index_select(0, &rows_b);
+        let h = kernel(&x, &x) + kernel(&y, &y) - kernel(&x, &y) - kernel(&y, &x);
+        let off_diagonal = h.sum(Kind::Double).double_value(&[]) - h.trace().double_value(&[]);
+        total += off_diagonal / (m as f64 * (m as f64 - 1.0));
     }
     Ok(total / options.subsets.max(1) as f64)
 }
@@ -174,8 +185,9 @@ mod tests {
         let far = kernel_distance(&a, &shifted, o).unwrap();
         assert!(near.abs() < 0.02, "{near}");
         assert!(far > 10.0 * near.abs().max(0.002), "{far} vs {near}");
-        // Deterministic for the same inputs.
+        // Deterministic for the same inputs, and exactly 0 for a set against itself.
         assert_eq!(far, kernel_distance(&a, &shifted, o).unwrap());
+        assert!(kernel_distance(&a, &a, o).unwrap().abs() < 1e-9);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The shipped extractor file, `models/realism-extractor.safetensors`: the four stages'
-//! weights in f16 plus `feature_scale` (f32, one per feature), with the name, version
+//! weights in f16 plus `feature_mean` and `feature_scale` (f32, one per feature), with the name, version
 //! and feature dimension in the metadata. Its SHA-256 (first 8 bytes, hex) is printed
 //! beside every MFD/MKD, so two numbers are only compared when they share an extractor.
 
@@ -24,8 +24,11 @@ pub struct ExtractorFile {
     pub version: u32,
     pub metadata: HashMap<String, String>,
     tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
-    /// Each feature is multiplied by this (1 / its spread over training patches), so
-    /// that no layer dominates the distances by the mere size of its activations.
+    /// Each feature has this subtracted (its mean over training patches) and is then
+    /// multiplied by `feature_scale` (1 / its spread there), so that no layer dominates
+    /// the distances by the mere size of its activations, and the kernel of MKD sees
+    /// values near unit size (MFD does not depend on the shift).
+    pub feature_mean: Vec<f32>,
     pub feature_scale: Vec<f32>,
 }
 
@@ -37,9 +40,10 @@ fn invalid(path: &Path, reason: impl ToString) -> MirageError {
 }
 
 /// Writes the extractor's variables (those not under `pretext.`) as f16, plus the
-/// feature scale, with `extra` metadata (training steps, ...). Returns the file id.
+/// feature mean and scale, with `extra` metadata (training steps, ...). Returns the file id.
 pub fn write(
     vs: &VarStore,
+    feature_mean: &[f32],
     feature_scale: &[f32],
     extra: &[(&str, String)],
     out: &Path,
@@ -60,12 +64,17 @@ pub fn write(
             .collect();
         owned.push((name, Dtype::F16, shape, bytes));
     }
-    owned.push((
-        "feature_scale".into(),
-        Dtype::F32,
-        vec![feature_scale.len()],
-        feature_scale.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    ));
+    for (name, values) in [
+        ("feature_mean", feature_mean),
+        ("feature_scale", feature_scale),
+    ] {
+        owned.push((
+            name.into(),
+            Dtype::F32,
+            vec![values.len()],
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    }
     let views: Vec<(String, TensorView)> = owned
         .iter()
         .map(|(n, d, s, b)| {
@@ -118,17 +127,17 @@ impl ExtractorFile {
         }
         let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
         let mut tensors = HashMap::new();
-        let mut feature_scale = None;
+        let mut f32s: HashMap<String, Vec<f32>> = HashMap::new();
         for (name, view) in st.tensors() {
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             match (name.as_str(), view.dtype()) {
-                ("feature_scale", Dtype::F32) => {
-                    feature_scale = Some(
-                        view.data()
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect::<Vec<f32>>(),
-                    );
+                (_, Dtype::F32) => {
+                    let v = view
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    f32s.insert(name, v);
                 }
                 (_, Dtype::F16) => {
                     let v = view
@@ -141,15 +150,21 @@ impl ExtractorFile {
                 (_, other) => return Err(format!("unexpected dtype {other:?} for {name}")),
             }
         }
-        let feature_scale = feature_scale.ok_or("missing feature_scale")?;
-        if feature_scale.len() != FEATURE_DIM as usize {
-            return Err("feature_scale has the wrong length".into());
-        }
+        let mut per_feature = |name: &str| -> std::result::Result<Vec<f32>, String> {
+            let v = f32s.remove(name).ok_or(format!("missing {name}"))?;
+            if v.len() != FEATURE_DIM as usize {
+                return Err(format!("{name} has the wrong length"));
+            }
+            Ok(v)
+        };
+        let feature_mean = per_feature("feature_mean")?;
+        let feature_scale = per_feature("feature_scale")?;
         Ok(ExtractorFile {
             id: id_hex(&model_id(bytes)),
             version,
             metadata,
             tensors,
+            feature_mean,
             feature_scale,
         })
     }

@@ -63,7 +63,8 @@ pub struct Distances {
 pub struct RealismMeasure {
     _vs: VarStore,
     extractor: Extractor,
-    /// `[FEATURE_DIM]` f64.
+    /// `[FEATURE_DIM]` f64 each: features become `(f − mean) · scale`.
+    mean: Tensor,
     scale: Tensor,
     pub grid: PatchGrid,
     pub kernel: KernelOptions,
@@ -78,10 +79,12 @@ impl RealismMeasure {
         // f32, not bf16: the measure must not depend on the CPU having bf16 units.
         let extractor = Extractor::new(&vs.root(), ConvPrecision::F32);
         file.fill(&vs)?;
+        let mean = Tensor::from_slice(&file.feature_mean).to_kind(Kind::Double);
         let scale = Tensor::from_slice(&file.feature_scale).to_kind(Kind::Double);
         Ok(RealismMeasure {
             _vs: vs,
             extractor,
+            mean,
             scale,
             grid: PatchGrid::HIFIC,
             kernel: KernelOptions::default(),
@@ -109,7 +112,7 @@ impl RealismMeasure {
             if chunks.is_empty() {
                 return Tensor::zeros([0, extractor::FEATURE_DIM], (Kind::Double, Device::Cpu));
             }
-            Tensor::cat(&chunks, 0) * self.scale.unsqueeze(0)
+            (Tensor::cat(&chunks, 0) - self.mean.unsqueeze(0)) * self.scale.unsqueeze(0)
         })
     }
 

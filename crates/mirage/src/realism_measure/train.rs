@@ -274,8 +274,8 @@ fn held_out_scores(net: &Extractor, heads: &PretextHeads, crops: &[Tensor]) -> (
     })
 }
 
-/// Writes the shipped extractor from a run directory's checkpoint. The feature scale
-/// (1 / standard deviation of each feature) is measured on HiFiC-grid patches of the
+/// Writes the shipped extractor from a run directory's checkpoint. The feature mean and
+/// scale (1 / standard deviation of each feature) are measured on HiFiC-grid patches of the
 /// training photos, never on Kodak.
 pub fn export_extractor(
     run_dir: &Path,
@@ -316,6 +316,7 @@ pub fn export_extractor(
     });
     bar.finish_and_clear();
     let features = Tensor::cat(&parts, 0);
+    let mean = Vec::<f32>::try_from(features.mean_dim(0, false, Kind::Float))?;
     let std = features.std_dim(0, true, false);
     let std = Vec::<f64>::try_from(std)?;
     let mut sorted = std.clone();
@@ -341,6 +342,7 @@ pub fn export_extractor(
     );
     let id = extractor_file::write(
         &vs,
+        &mean,
         &scale,
         &[
             ("training_steps", adam.step.to_string()),
