@@ -22,6 +22,7 @@ pub mod image_io;
 pub mod model;
 pub mod model_file;
 pub mod progress;
+pub mod realism_measure;
 pub mod refinement;
 pub mod train;
 

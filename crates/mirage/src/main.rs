@@ -14,6 +14,8 @@ use mirage::image_io::{read_image, write_atomically, write_image};
 use mirage::model::realism::RealismConfig;
 use mirage::model::{layers::ConvPrecision, ModelConfig};
 use mirage::model_file::{export, export_flow, export_realism, id_hex};
+use mirage::realism_measure::train::{export_extractor, train_extractor, ExtractorTrainOptions};
+use mirage::realism_measure::{default_extractor_path, validate, RealismMeasure};
 use mirage::train::realism::RealismTrainOptions;
 use mirage::train::{train, TrainOptions};
 use mirage::{metrics, progress};
@@ -232,6 +234,12 @@ enum Command {
         #[arg(long, default_value = "models/realism.safetensors")]
         out: PathBuf,
     },
+    /// The realism measure (MFD/MKD): train and export its feature extractor, measure
+    /// two folders, validate it on Kodak.
+    Realism {
+        #[command(subcommand)]
+        command: RealismCommand,
+    },
     /// Write the shipped model file from a training checkpoint.
     Export {
         #[arg(long, default_value = "runs/hyperprior/model.safetensors")]
@@ -334,6 +342,76 @@ enum Command {
         validate_every: i64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum RealismCommand {
+    /// Train (or resume training) the realism extractor, self-supervised, on
+    /// ../shared/data/train (rotation and noise prediction on random crops).
+    TrainExtractor {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/realism-extractor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 3_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        crop: u32,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1_000)]
+        decay_steps: i64,
+        /// Weight of the noise-prediction loss against the rotation loss.
+        #[arg(long, default_value_t = 1.0)]
+        noise_weight: f64,
+        #[arg(long, default_value_t = 100)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Write the shipped extractor (f16 weights, feature scale, metadata) from a run.
+    Export {
+        #[arg(long, default_value = "runs/realism-extractor")]
+        run_dir: PathBuf,
+        /// Training photos, for the feature scale (never Kodak).
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "models/realism-extractor.safetensors")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// MFD and MKD between two folders of images, paired by file name.
+    Distance {
+        reference: PathBuf,
+        test: PathBuf,
+        /// Extractor file (default: models/realism-extractor.safetensors, or
+        /// $MIRAGE_REALISM_EXTRACTOR).
+        #[arg(long)]
+        extractor: Option<PathBuf>,
+    },
+    /// Check the measure on Kodak (blur, JPEG, equal PSNR, noise floor) and write
+    /// docs/realism-measure.md and docs/realism-measure.csv.
+    Validate {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long)]
+        extractor: Option<PathBuf>,
+        /// Mirage quality whose decode sets the PSNR of the equal-PSNR group.
+        #[arg(long, default_value_t = 15.0)]
+        mirage_quality: f64,
+        /// Tune the equal-PSNR group to 28 dB instead of a Mirage decode.
+        #[arg(long)]
+        no_mirage: bool,
+        #[arg(long, default_value = "docs")]
+        out_dir: PathBuf,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -533,6 +611,23 @@ fn run(cli: Cli) -> Result<()> {
             out_dir,
         } => {
             let codec = load_codec(&models)?;
+            // The realism measure, if its extractor is there (the table names its id).
+            let measure = RealismMeasure::load_default().ok();
+            let realism = |reference: &[image::RgbImage], test: &[image::RgbImage]| {
+                let m = measure.as_ref().context("no realism extractor")?;
+                let d = m.distance(reference, test)?;
+                Ok(vec![
+                    (format!("MFD ({})", m.extractor_id), d.mfd),
+                    ("MKD ×1000".to_string(), d.mkd),
+                ])
+            };
+            let measures: Vec<bench::SetMeasure> = match &measure {
+                Some(_) => vec![&realism],
+                None => {
+                    eprintln!("mirage: note: no realism extractor; MFD/MKD columns omitted");
+                    vec![]
+                }
+            };
             let table = bench::run_decoders(
                 &codec,
                 &bench::DecoderBenchOptions {
@@ -541,7 +636,7 @@ fn run(cli: Cli) -> Result<()> {
                     columns: decoders,
                     out_dir: out_dir.clone(),
                 },
-                &[],
+                &measures,
             )?;
             println!("{table}");
             eprintln!(
@@ -613,6 +708,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Realism { command } => realism(command, &models),
         Command::Export {
             checkpoint,
             n,
@@ -714,6 +810,128 @@ fn run(cli: Cli) -> Result<()> {
             validate_every,
             seed,
         }),
+    }
+}
+
+fn realism(command: RealismCommand, models: &Models) -> Result<()> {
+    let load_measure = |extractor: &Option<PathBuf>| -> Result<RealismMeasure> {
+        let path = extractor.clone().unwrap_or_else(default_extractor_path);
+        RealismMeasure::load(&path).with_context(|| {
+            format!(
+                "no realism extractor at {}; train one with `mirage realism train-extractor` and `mirage realism export`",
+                path.display()
+            )
+        })
+    };
+    match command {
+        RealismCommand::TrainExtractor {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        } => train_extractor(&ExtractorTrainOptions {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        }),
+        RealismCommand::Export {
+            run_dir,
+            data,
+            out,
+            force,
+        } => {
+            let id = export_extractor(&run_dir, &data, &out, force)?;
+            println!("wrote {} (extractor id {id})", out.display());
+            Ok(())
+        }
+        RealismCommand::Distance {
+            reference,
+            test,
+            extractor,
+        } => {
+            let measure = load_measure(&extractor)?;
+            let ref_paths = suite::image_paths(&reference)?;
+            let test_paths = suite::image_paths(&test)?;
+            let mut ref_images = vec![];
+            let mut test_images = vec![];
+            for path in &ref_paths {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                let partner = test_paths
+                    .iter()
+                    .find(|p| p.file_stem().unwrap_or_default().to_string_lossy() == stem)
+                    .with_context(|| format!("{} has no image named {stem}.*", test.display()))?;
+                ref_images.push(read_image(path)?.image);
+                test_images.push(read_image(partner)?.image);
+            }
+            let d = measure.distance(&ref_images, &test_images)?;
+            println!(
+                "MFD {:.4}  MKD {:.4} (x1000)  patches {}  images {}  extractor {}",
+                d.mfd,
+                d.mkd,
+                d.patches,
+                ref_images.len(),
+                measure.extractor_id
+            );
+            Ok(())
+        }
+        RealismCommand::Validate {
+            images,
+            extractor,
+            mirage_quality,
+            no_mirage,
+            out_dir,
+            force,
+        } => {
+            let measure = load_measure(&extractor)?;
+            let md_path = out_dir.join("realism-measure.md");
+            let csv_path = out_dir.join("realism-measure.csv");
+            for p in [&md_path, &csv_path] {
+                if p.exists() && !force {
+                    bail!("{} exists (use --force to replace it)", p.display());
+                }
+            }
+            let originals = suite::image_paths(&images)?
+                .iter()
+                .map(|p| Ok(read_image(p)?.image))
+                .collect::<Result<Vec<_>>>()?;
+            let codec = if no_mirage {
+                None
+            } else {
+                Some(load_codec(models)?)
+            };
+            let result = validate::validate(
+                &measure,
+                &originals,
+                codec.as_ref().map(|c| (c, mirage_quality)),
+            )?;
+            let command = if no_mirage {
+                "mirage realism validate --no-mirage --force".to_string()
+            } else {
+                format!("mirage realism validate --mirage-quality {mirage_quality} --force")
+            };
+            std::fs::create_dir_all(&out_dir)?;
+            write_atomically(&md_path, result.document(&command).as_bytes(), force)?;
+            write_atomically(&csv_path, result.csv().as_bytes(), force)?;
+            print!("{}", result.markdown_table());
+            eprintln!("wrote {} and {}", md_path.display(), csv_path.display());
+            if !result.passed() {
+                bail!("some validation checks failed (see above)");
+            }
+            Ok(())
+        }
     }
 }
 
