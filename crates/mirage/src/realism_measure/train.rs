@@ -172,22 +172,11 @@ pub fn train_extractor(o: &ExtractorTrainOptions) -> Result<()> {
         tch::manual_seed(o.seed as i64 ^ adam.step);
     }
     let elapsed_path = o.run_dir.join("elapsed_seconds");
-    let elapsed_before: f64 = std::fs::read_to_string(&elapsed_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0.0);
-    let log_path = o.run_dir.join("log.csv");
-    let new_log = !log_path.exists();
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    if new_log {
-        writeln!(
-            log,
-            "step,wall_seconds,lr,rotation_loss,rotation_accuracy,noise_loss,held_out_rotation_accuracy,held_out_noise_loss"
-        )?;
-    }
+    let elapsed_before = crate::train::elapsed_seconds(&elapsed_path);
+    let mut log = crate::train::open_log(
+        &o.run_dir.join("log.csv"),
+        "step,wall_seconds,lr,rotation_loss,rotation_accuracy,noise_loss,held_out_rotation_accuracy,held_out_noise_loss",
+    )?;
 
     let bar = progress::bar((o.steps - adam.step).max(0) as u64, "extractor");
     let start = Instant::now();

@@ -58,10 +58,7 @@ pub fn train(o: &FlowTrainOptions) -> Result<()> {
         crate::model_file::id_hex(&base.id) + "\n",
     )?;
     let elapsed_path = o.run_dir.join("elapsed_seconds");
-    let elapsed_before: f64 = std::fs::read_to_string(&elapsed_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0.0);
+    let elapsed_before = super::elapsed_seconds(&elapsed_path);
     let mut log = super::open_log(&o.run_dir.join("log.csv"), "step,wall_seconds,loss")?;
     let mut val_log = super::open_log(
         &o.run_dir.join("validation.csv"),

@@ -64,6 +64,14 @@ pub(crate) fn frozen_hyperprior(
     Ok((vs, hyperprior, base))
 }
 
+/// The training wall time a run directory has recorded so far (0 for a new run).
+pub(crate) fn elapsed_seconds(path: &std::path::Path) -> f64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Opens a CSV log for appending, writing its header if it is new.
 pub(crate) fn open_log(path: &std::path::Path, header: &str) -> Result<std::fs::File> {
     let new = !path.exists();
@@ -115,32 +123,16 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         tch::manual_seed(o.seed as i64 ^ adam.step);
     }
     let elapsed_path = o.run_dir.join("elapsed_seconds");
-    let elapsed_before: f64 = std::fs::read_to_string(&elapsed_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0.0);
+    let elapsed_before = elapsed_seconds(&elapsed_path);
 
-    let log_path = o.run_dir.join("log.csv");
-    let new_log = !log_path.exists();
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    if new_log {
-        writeln!(
-            log,
-            "step,wall_seconds,lr,loss,bpp,psnr_mixed_rates,grad_norm"
-        )?;
-    }
-    let val_path = o.run_dir.join("validation.csv");
-    let new_val = !val_path.exists();
-    let mut val_log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&val_path)?;
-    if new_val {
-        writeln!(val_log, "step,wall_seconds,rate,bpp_estimate,psnr")?;
-    }
+    let mut log = open_log(
+        &o.run_dir.join("log.csv"),
+        "step,wall_seconds,lr,loss,bpp,psnr_mixed_rates,grad_norm",
+    )?;
+    let mut val_log = open_log(
+        &o.run_dir.join("validation.csv"),
+        "step,wall_seconds,rate,bpp_estimate,psnr",
+    )?;
 
     let bar = progress::bar((o.steps - adam.step).max(0) as u64, "training");
     let start = Instant::now();

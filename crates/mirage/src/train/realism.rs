@@ -128,10 +128,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     )?;
 
     let elapsed_path = o.run_dir.join("elapsed_seconds");
-    let elapsed_before: f64 = std::fs::read_to_string(&elapsed_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0.0);
+    let elapsed_before = super::elapsed_seconds(&elapsed_path);
     let open_log = |name: &str, header: &str| super::open_log(&o.run_dir.join(name), header);
     let mut log = open_log(
         "log.csv",
