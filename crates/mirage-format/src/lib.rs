@@ -10,6 +10,8 @@
 
 use thiserror::Error;
 
+pub mod realism_map;
+
 /// First four bytes of every `.mrg` file. The `0x1a` (Ctrl-Z) byte makes a
 /// file shown with `type`/`cat` stop early instead of dumping binary noise.
 pub const MAGIC: [u8; 4] = *b"MRG\x1a";

@@ -274,7 +274,7 @@ pub fn run_decoders(
     if let Some(img) = originals.first() {
         let (bytes, _) = codec.compress(img, RateTarget::Quality(50.0))?;
         for c in &o.columns {
-            c.decode(codec, &bytes)?;
+            c.decode(codec, img, &bytes)?;
         }
     }
     let mut lines = vec![];
@@ -288,10 +288,10 @@ pub fn run_decoders(
             let mut sums = [0f64; 6];
             for ((path, img), bytes) in paths.iter().zip(&originals).zip(&files) {
                 let start = Instant::now();
-                let out = column.decode(codec, bytes)?;
+                let (out, file_bytes) = column.decode(codec, img, bytes)?;
                 let decode_s = start.elapsed().as_secs_f64();
                 let values = [
-                    bytes.len() as f64 * 8.0 / (img.width() * img.height()) as f64,
+                    file_bytes as f64 * 8.0 / (img.width() * img.height()) as f64,
                     metrics::psnr(img, &out)?,
                     metrics::ms_ssim(img, &out).unwrap_or(f64::NAN),
                     metrics::ssimulacra2(img, &out).unwrap_or(f64::NAN),
@@ -374,4 +374,80 @@ fn detail_ratio(original: &image::RgbImage, decoded: &image::RgbImage) -> f64 {
         sum
     }
     detail(decoded) / detail(original).max(1.0)
+}
+
+/// `mirage bench-predictor`: the realism predictor's cost at the encoder, per image
+/// (prediction time with the current thread count) and in the file (the map's bytes,
+/// section length included, against the whole file at each target).
+pub fn run_predictor(codec: &Codec, images: &Path, targets_bpp: &[f64]) -> Result<String> {
+    let predictor = codec.predictor()?;
+    let paths = image_paths(images)?;
+    let originals: Vec<image::RgbImage> = paths
+        .iter()
+        .map(|p| Ok(read_image(p)?.image))
+        .collect::<Result<_>>()?;
+    let bar = progress::bar((paths.len() * targets_bpp.len()) as u64, "predictions");
+    // Warm-up: libtorch builds its kernels on first use.
+    if let Some(img) = originals.first() {
+        predictor.predict(img, 100)?;
+    }
+    let mut table = format!(
+        "Realism predictor on {} images, {} threads. Map: bytes of the map section plus its 4-byte length (0 when the map is uniform and only the header weight is stored).\n\n| target bpp | predict ms (mean) | predict ms (max) | mean w | uniform maps | map bytes (mean) | file bytes (mean) | map share of file |\n|---|---|---|---|---|---|---|---|\n",
+        paths.len(),
+        tch::get_num_threads()
+    );
+    for &target in targets_bpp {
+        let (mut ms, mut ms_max, mut w, mut uniform, mut map_bytes, mut file_bytes) =
+            (0.0, 0f64, 0.0, 0, 0.0, 0.0);
+        for img in &originals {
+            let (bytes, report) = codec.compress(img, RateTarget::Bpp(target))?;
+            let start = Instant::now();
+            let map = predictor.predict(img, report.rate)?;
+            let t = start.elapsed().as_secs_f64() * 1000.0;
+            let with_map = crate::codec::attach_realism_map(&bytes, &map)?;
+            ms += t;
+            ms_max = ms_max.max(t);
+            w += map.mean_weight() as f64;
+            uniform += map.uniform().is_some() as usize;
+            map_bytes += (with_map.len() - bytes.len()) as f64;
+            file_bytes += with_map.len() as f64;
+            bar.inc(1);
+        }
+        let n = originals.len().max(1) as f64;
+        let _ = writeln!(
+            table,
+            "| {target} | {:.1} | {ms_max:.1} | {:.3} | {uniform} | {:.1} | {:.0} | {:.2} % |",
+            ms / n,
+            w / n,
+            map_bytes / n,
+            file_bytes / n,
+            100.0 * map_bytes / file_bytes.max(1.0)
+        );
+    }
+    bar.finish_and_clear();
+    // Where the weight goes: the regions of `mirage crops`, at the first target.
+    let regions: Vec<_> = crate::comparison::KODAK_REGIONS
+        .iter()
+        .filter_map(|r| {
+            let i = paths.iter().position(|p| p.file_stem().is_some_and(|s| s == r.image))?;
+            Some((r, &originals[i]))
+        })
+        .collect();
+    if let (false, Some(&target)) = (regions.is_empty(), targets_bpp.first()) {
+        let _ = writeln!(
+            table,
+            "\nPredicted weight on the crop regions at {target} bpp (mean of the cells each region touches):\n\n| image | region | content | w |\n|---|---|---|---|"
+        );
+        for (r, img) in regions {
+            let (_, report) = codec.compress(img, RateTarget::Bpp(target))?;
+            let map = predictor.predict(img, report.rate)?;
+            let w = crate::conha::region_weight(&map, r.x, r.y, r.size);
+            let _ = writeln!(
+                table,
+                "| {} | {}+{}, {}² | {} | {w:.2} |",
+                r.image, r.x, r.y, r.size, r.content
+            );
+        }
+    }
+    Ok(table)
 }

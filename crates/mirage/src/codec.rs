@@ -15,6 +15,7 @@ use crate::model::{gaussian_likelihood, layers::ConvPrecision, Hyperprior, LEVEL
 use crate::model_file::{id_hex, DecoderFile, ModelFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
 use image::RgbImage;
 use mirage_entropy::{gaussian, CdfTable};
+use mirage_format::realism_map::RealismMap;
 use mirage_format::{Container, Header, RATE_MAX};
 use mirage_prior::{interpolate_gain, Conv, EntropyParameters, HyperSynthesis};
 use std::path::Path;
@@ -31,6 +32,8 @@ const STRIDE: usize = 64;
 /// Sections of a file, in order.
 const HYPER_SECTION: usize = 0;
 const LATENT_SECTION: usize = 1;
+/// Optional: the per-region realism map (`mirage_format::realism_map`).
+pub(crate) const REALISM_MAP_SECTION: usize = 2;
 
 /// How the caller sets the rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -94,6 +97,7 @@ pub struct Codec {
     hyper_tables: Vec<CdfTable>,
     realism: Option<RealismDecoder>,
     flow: Option<FlowDecoder>,
+    predictor: Option<crate::conha::Predictor>,
 }
 
 /// The flow refiner, attached to the hyperprior whose decodes it refines.
@@ -191,7 +195,7 @@ fn check_size(width: u32, height: u32) -> Result<()> {
 
 /// The image as a `[1, 3, H', W']` tensor in [0, 1], padded to a multiple of 64 by
 /// repeating the edge pixels (cheaper to code than a black border).
-fn padded_tensor(img: &RgbImage) -> Tensor {
+pub(crate) fn padded_tensor(img: &RgbImage) -> Tensor {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (pw, ph) = (padded(img.width()), padded(img.height()));
     let mut data = vec![0f32; 3 * pw * ph];
@@ -247,6 +251,7 @@ impl Codec {
             hyper_synthesis,
             realism: None,
             flow: None,
+            predictor: None,
         })
     }
 
@@ -260,6 +265,10 @@ impl Codec {
         let flow = default_flow_path();
         if flow.exists() {
             codec.attach_flow(&flow)?;
+        }
+        let predictor = crate::conha::default_predictor_path();
+        if predictor.exists() {
+            codec.attach_predictor(&predictor)?;
         }
         Ok(codec)
     }
@@ -287,6 +296,22 @@ impl Codec {
         file.fill(&vs)?;
         self.flow = Some(FlowDecoder { _vs: vs, flow });
         Ok(())
+    }
+
+    /// Loads a realism predictor (ConHa); it must have been trained on this codec's
+    /// model.
+    pub fn attach_predictor(&mut self, path: &Path) -> Result<()> {
+        self.predictor = Some(crate::conha::Predictor::load(path, self)?);
+        Ok(())
+    }
+
+    /// The realism predictor, if one is loaded.
+    pub fn predictor(&self) -> Result<&crate::conha::Predictor> {
+        self.predictor.as_ref().ok_or_else(|| {
+            MirageError::BadParameter(
+                "realism `auto` at the encoder needs the realism predictor (models/realism-predictor.safetensors), which is not loaded".into(),
+            )
+        })
     }
 
     /// Whether a flow refiner is loaded.
@@ -539,10 +564,11 @@ impl Codec {
         if h.decoder != 0 {
             return Err(MirageError::UnsupportedDecoder(h.decoder));
         }
-        if c.sections.len() != 2 {
+        if !(2..=3).contains(&c.sections.len()) {
             return Err(MirageError::BadSections(c.sections.len()));
         }
         check_size(h.width, h.height)?;
+        realism_map(&c)?;
         Ok(c)
     }
 
@@ -586,7 +612,9 @@ impl Codec {
         self.decompress_with(bytes, Realism::Auto)
     }
 
-    /// The hallucination weight a decode will use.
+    /// The hallucination weight a decode will use: the one asked for, else the
+    /// file's suggestion (the mean of its map, if it has one), else
+    /// [`DEFAULT_REALISM`].
     pub fn resolve_realism(&self, bytes: &[u8], realism: Realism) -> Result<f32> {
         match realism {
             Realism::Weight(w) => check_weight(w),
@@ -598,20 +626,25 @@ impl Codec {
     }
 
     /// Decompresses a `.mrg` file at a chosen hallucination weight: the same bitstream
-    /// gives the fidelity decode at `w = 0` and full realism at `w = 1`.
+    /// gives the fidelity decode at `w = 0` and full realism at `w = 1`. With
+    /// [`Realism::Auto`], a file that carries a realism map is decoded region by
+    /// region with the map's weights.
     pub fn decompress_with(&self, bytes: &[u8], realism: Realism) -> Result<(RgbImage, Timings)> {
         let mut t = Timings::default();
         let start = Instant::now();
         let c = self.open(bytes)?;
         let h = &c.header;
-        let w = self.resolve_realism(bytes, realism)?;
-        let generator = match (&self.realism, w > 0.0) {
+        let weights = match (realism, realism_map(&c)?) {
+            (Realism::Auto, Some(map)) => Weights::Map(map),
+            _ => Weights::Uniform(self.resolve_realism(bytes, realism)?),
+        };
+        let generator = match (&self.realism, weights.any()) {
             (_, false) => None,
-            (Some(r), true) => Some((&r.generator, w)),
+            (Some(r), true) => Some((&r.generator, &weights)),
             (None, true) => {
-                return Err(MirageError::BadParameter(format!(
-                    "realism {w} needs the realism model (models/realism.safetensors), which is not loaded"
-                )))
+                return Err(MirageError::BadParameter(
+                    "this realism needs the realism model (models/realism.safetensors), which is not loaded".into(),
+                ))
             }
         };
         let (z, zh, zw) = self.decode_hyper_latent(&c)?;
@@ -696,7 +729,7 @@ impl Codec {
         yw: usize,
         width: u32,
         height: u32,
-        realism: Option<(&RealismGenerator, f32)>,
+        realism: Option<(&RealismGenerator, &Weights)>,
     ) -> Result<RgbImage> {
         let m = self.hyper_synthesis.latent_channels;
         let margin = if realism.is_some() {
@@ -711,7 +744,7 @@ impl Codec {
         std::thread::scope(|scope| {
             for _ in 0..workers {
                 let net = self.net.synthesis.replica();
-                let realism = realism.map(|(g, w)| (g.replica(), w));
+                let realism = realism.map(|(g, weights)| (g.replica(), weights));
                 let (tiles, next, done) = (&tiles, &next, &done);
                 scope.spawn(move || {
                     // OpenMP's thread count is per OS thread: pin this worker's to one.
@@ -719,7 +752,7 @@ impl Codec {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(tile) = tiles.get(i) else { break };
-                        let realism = realism.as_ref().map(|(g, w)| (g, *w));
+                        let realism = realism.as_ref().map(|(g, weights)| (g, *weights));
                         let result = synthesize_tile(&net, realism, y_hat, m, yh, yw, tile);
                         done.lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -758,7 +791,7 @@ impl Codec {
 /// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin.
 fn synthesize_tile(
     net: &crate::model::Synthesis,
-    realism: Option<(&RealismGenerator, f32)>,
+    realism: Option<(&RealismGenerator, &Weights)>,
     y_hat: &[f32],
     m: usize,
     yh: usize,
@@ -779,9 +812,19 @@ fn synthesize_tile(
         let s = LATENT_STRIDE as i64;
         let x = match realism {
             None => net.forward(&y),
-            Some((generator, w)) => {
+            Some((generator, Weights::Uniform(w))) => {
                 let (x_mse, features) = net.forward_with_features(&y);
-                generator.forward(&x_mse, &features, &Tensor::from_slice(&[w]))
+                generator.forward(&x_mse, &features, &Tensor::from_slice(&[*w]))
+            }
+            Some((generator, Weights::Map(map))) => {
+                let (x_mse, features) = net.forward_with_features(&y);
+                // The map's weights for exactly this tile's pixels (margin included),
+                // computed from the global grid, so tiles agree where they overlap.
+                let (x0, y0) = ((px0 * LATENT_STRIDE) as u32, (py0 * LATENT_STRIDE) as u32);
+                let (tw, th) = ((w * LATENT_STRIDE) as i64, (h * LATENT_STRIDE) as i64);
+                let weights = map.weights(x0, y0, tw as u32, th as u32);
+                let weights = Tensor::from_slice(&weights).view([1, 1, th, tw]);
+                generator.forward_map(&x_mse, &features, &weights)
             }
         };
         x.narrow(2, (y0 - py0) as i64 * s, (y1 - y0) as i64 * s)
@@ -789,6 +832,64 @@ fn synthesize_tile(
             .contiguous()
     });
     Ok(Vec::<f32>::try_from(out.flatten(0, -1))?)
+}
+
+/// The hallucination weights of a decode.
+#[derive(Debug)]
+enum Weights {
+    Uniform(f32),
+    Map(RealismMap),
+}
+
+impl Weights {
+    /// Whether anything is hallucinated at all (else the plain synthesis runs).
+    fn any(&self) -> bool {
+        match self {
+            Weights::Uniform(w) => *w > 0.0,
+            Weights::Map(map) => map.levels.iter().any(|&l| l > 0),
+        }
+    }
+}
+
+/// The realism map of a container, if it has one (checked against the image size).
+fn realism_map(c: &Container) -> Result<Option<RealismMap>> {
+    c.sections
+        .get(REALISM_MAP_SECTION)
+        .map(|bytes| RealismMap::from_bytes(bytes, c.header.width, c.header.height))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// Adds a realism map to a file (replacing any it had), with its mean weight as the
+/// header's one-number suggestion. A uniform map is stored as the header weight
+/// alone: the same decode, without the section.
+pub fn attach_realism_map(bytes: &[u8], map: &RealismMap) -> Result<Vec<u8>> {
+    let mut c = mirage_format::read(bytes)?;
+    let (cols, rows) = RealismMap::grid(c.header.width, c.header.height);
+    if (map.cols, map.rows) != (cols, rows) {
+        return Err(MirageError::BadParameter(format!(
+            "a realism map of {}x{} cells does not fit a {}x{} image",
+            map.cols, map.rows, c.header.width, c.header.height
+        )));
+    }
+    c.sections.truncate(REALISM_MAP_SECTION);
+    match map.uniform() {
+        Some(level) => {
+            c.header.realism = Some((RealismMap::weight(level) * 255.0).round() as u8);
+        }
+        None => {
+            c.header.realism = Some((map.mean_weight() * 255.0).round() as u8);
+            c.sections.push(map.to_bytes()?);
+        }
+    }
+    Ok(mirage_format::write(&c)?)
+}
+
+/// Bytes a realism map can add to a file of this size (section and its length field):
+/// what a rate target must leave free for it.
+pub fn realism_map_budget(width: u32, height: u32) -> usize {
+    let (cols, rows) = RealismMap::grid(width, height);
+    1 + (cols as usize * rows as usize).div_ceil(4) + 4
 }
 
 /// Bits of symbols under integer tables (the ideal code length the rANS approaches).
@@ -885,5 +986,94 @@ mod tests {
         });
         let whole = crate::image_io::from_tensor(&whole).unwrap();
         assert!(worst_difference(&tiled, &whole) <= 1);
+    }
+
+    /// A 640×640 map with every level, in a pattern that differs across tile borders.
+    fn test_map() -> RealismMap {
+        let levels = (0..100).map(|i| ((i / 3 + i / 20) % 4) as u8).collect();
+        RealismMap {
+            cols: 10,
+            rows: 10,
+            levels,
+        }
+    }
+
+    /// Per-region decodes are as seamless as uniform ones: the tiled decode of a file
+    /// with a map matches the generator run once on the whole latent with the map's
+    /// weights for every pixel.
+    #[test]
+    fn realism_map_tiles_are_seamless() {
+        let codec = Codec::load_default().unwrap();
+        let generator = &codec.realism.as_ref().expect("bundled").generator;
+        let (bytes, y_hat) = file_and_latent(&codec);
+        let map = test_map();
+        let with_map = attach_realism_map(&bytes, &map).unwrap();
+        let (tiled, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+        let whole = tch::no_grad(|| {
+            let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
+            let w = Tensor::from_slice(&map.weights(0, 0, 640, 640)).view([1, 1, 640, 640]);
+            generator.forward_map(&x, &features, &w).clamp(0.0, 1.0)
+        });
+        let whole = crate::image_io::from_tensor(&whole).unwrap();
+        assert!(worst_difference(&tiled, &whole) <= 1);
+        // An explicit weight overrides the map; the map changes the decode.
+        let (zero, _) = codec
+            .decompress_with(&with_map, Realism::Weight(0.0))
+            .unwrap();
+        let (plain, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+        assert_eq!(worst_difference(&zero, &plain), 0);
+        assert!(worst_difference(&tiled, &plain) > 8);
+    }
+
+    /// A constant map decodes like the same uniform weight (FiLM per position equals
+    /// FiLM per image), and is stored as a header weight without a section.
+    #[test]
+    fn a_uniform_map_is_a_header_weight() {
+        let codec = Codec::load_default().unwrap();
+        let (bytes, _) = file_and_latent(&codec);
+        let map = RealismMap {
+            cols: 10,
+            rows: 10,
+            levels: vec![2; 100],
+        };
+        let uniform = attach_realism_map(&bytes, &map).unwrap();
+        assert_eq!(mirage_format::read(&uniform).unwrap().sections.len(), 2);
+        let w = RealismMap::weight(2);
+        let (a, _) = codec.decompress_with(&uniform, Realism::Auto).unwrap();
+        let (b, _) = codec.decompress_with(&bytes, Realism::Weight(w)).unwrap();
+        assert!(worst_difference(&a, &b) <= 1);
+        // The same weights through the map path.
+        let c = codec.open(&bytes).unwrap();
+        assert_eq!(c.sections.len(), 2);
+        let mut varied = test_map();
+        varied.levels.iter_mut().for_each(|l| *l = 2);
+        varied.levels[0] = 1;
+        let with_map = attach_realism_map(&bytes, &varied).unwrap();
+        assert_eq!(mirage_format::read(&with_map).unwrap().sections.len(), 3);
+        let (d, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+        // Far from the changed cell the decode is the uniform one.
+        let far = |img: &RgbImage| image::imageops::crop_imm(img, 320, 320, 320, 320).to_image();
+        assert!(worst_difference(&far(&d), &far(&a)) <= 1);
+    }
+
+    #[test]
+    fn a_bad_realism_map_is_an_error() {
+        let codec = Codec::load_default().unwrap();
+        let (bytes, _) = file_and_latent(&codec);
+        let wrong_grid = RealismMap {
+            cols: 3,
+            rows: 3,
+            levels: vec![1; 9],
+        };
+        assert!(attach_realism_map(&bytes, &wrong_grid).is_err());
+        // A map section of the wrong length, written past the codec's own checks.
+        let mut c = mirage_format::read(&bytes).unwrap();
+        c.sections.push(vec![6, 0, 0]);
+        let corrupt = mirage_format::write(&c).unwrap();
+        let err = codec.decompress(&corrupt).unwrap_err().to_string();
+        assert!(err.contains("realism map"), "{err}");
+        c.sections.push(vec![0]);
+        let four = mirage_format::write(&c).unwrap();
+        assert!(codec.decompress(&four).is_err());
     }
 }

@@ -77,6 +77,11 @@ pub enum Column {
     Realism(f32),
     /// The MSE decode refined by the rectified flow in this many steps (seed 0).
     Flow(usize),
+    /// ConHa: the realism predictor's per-region map, added to the file (which grows
+    /// by the map's bytes) and followed by the decoder.
+    Auto,
+    /// ConHa-fixed: the one weight that is best on the predictor's training labels.
+    Fixed,
 }
 
 impl Column {
@@ -84,18 +89,45 @@ impl Column {
         match self {
             Column::Realism(w) => format!("w = {w}"),
             Column::Flow(steps) => format!("flow {steps} steps"),
+            Column::Auto => "ConHa map".into(),
+            Column::Fixed => "ConHa-fixed".into(),
         }
     }
 
-    pub fn decode(&self, codec: &Codec, bytes: &[u8]) -> crate::error::Result<RgbImage> {
-        Ok(match self {
+    /// Decodes `bytes` (a file of `original`) this column's way; returns the decode
+    /// and the size of the file it decoded (larger than `bytes` for [`Column::Auto`]).
+    pub fn decode(
+        &self,
+        codec: &Codec,
+        original: &RgbImage,
+        bytes: &[u8],
+    ) -> crate::error::Result<(RgbImage, usize)> {
+        let decoded = match self {
             Column::Realism(w) => codec.decompress_with(bytes, Realism::Weight(*w))?.0,
             Column::Flow(steps) => codec.decompress_flow(bytes, *steps, 0)?.0,
-        })
+            Column::Fixed => {
+                let w = codec.predictor()?.fixed_weight();
+                codec.decompress_with(bytes, Realism::Weight(w))?.0
+            }
+            Column::Auto => {
+                let rate = mirage_format::read(bytes)?.header.rate;
+                let map = codec.predictor()?.predict(original, rate)?;
+                let with_map = crate::codec::attach_realism_map(bytes, &map)?;
+                let decoded = codec.decompress_with(&with_map, Realism::Auto)?.0;
+                return Ok((decoded, with_map.len()));
+            }
+        };
+        Ok((decoded, bytes.len()))
     }
 
-    /// Parses `w0.5` / `0.5` (a realism weight) or `flow4` (flow steps).
+    /// Parses `w0.5` / `0.5` (a realism weight), `flow4` (flow steps), `auto` (the
+    /// ConHa map) or `fixed` (ConHa-fixed).
     pub fn parse(s: &str) -> std::result::Result<Column, String> {
+        match s {
+            "auto" => return Ok(Column::Auto),
+            "fixed" => return Ok(Column::Fixed),
+            _ => {}
+        }
         if let Some(steps) = s.strip_prefix("flow") {
             return steps
                 .parse()
@@ -104,7 +136,9 @@ impl Column {
         }
         match s.trim_start_matches('w').parse::<f32>() {
             Ok(w) if (0.0..=1.0).contains(&w) => Ok(Column::Realism(w)),
-            _ => Err(format!("expected a weight from 0 to 1 or flowN, not `{s}`")),
+            _ => Err(format!(
+                "expected a weight from 0 to 1, flowN, auto or fixed, not `{s}`"
+            )),
         }
     }
 }
@@ -168,7 +202,7 @@ pub fn side_by_side(
         place(&original, 0);
         let (mut psnr, mut ssimulacra2) = (vec![], vec![]);
         for (i, column) in columns.iter().enumerate() {
-            let decoded = column.decode(codec, &bytes)?;
+            let (decoded, _) = column.decode(codec, &original, &bytes)?;
             psnr.push(metrics::psnr(&original, &decoded)?);
             ssimulacra2.push(metrics::ssimulacra2(&original, &decoded)?);
             place(&decoded, i as u32 + 1);

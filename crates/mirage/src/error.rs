@@ -18,7 +18,7 @@ pub enum MirageError {
     WrongModel { file: String, loaded: String },
     #[error("the file asks for decoder {0}, which this version of Mirage does not have")]
     UnsupportedDecoder(u8),
-    #[error("the file has {0} sections where this decoder expects 2")]
+    #[error("the file has {0} sections where this decoder expects 2 (or 3 with a realism map)")]
     BadSections(usize),
     #[error("image is {width}x{height}; Mirage handles at most {max_pixels} pixels and {max_side} pixels a side")]
     ImageTooLarge {

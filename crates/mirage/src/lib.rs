@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod codec;
 pub mod comparison;
+pub mod conha;
 pub mod error;
 pub mod evaluation;
 pub mod image_io;
@@ -24,6 +25,7 @@ pub mod model_file;
 pub mod progress;
 pub mod realism_measure;
 pub mod refinement;
+pub mod study_pool;
 pub mod train;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};

@@ -96,9 +96,11 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         rate: Rate,
-        /// Store a suggested hallucination weight (0–1) for `decode --realism auto`.
-        #[arg(long)]
-        realism: Option<f32>,
+        /// What `decode --realism auto` will use: a weight (0–1) stored in the header,
+        /// or `auto`, the realism predictor's per-region map (ConHa; a size target
+        /// keeps room for the map's bytes).
+        #[arg(long, value_parser = parse_realism)]
+        realism: Option<Realism>,
         /// Replace existing output files.
         #[arg(long)]
         force: bool,
@@ -133,7 +135,8 @@ enum Command {
         out_dir: PathBuf,
         #[command(flatten)]
         rate: Rate,
-        /// Hallucination weight of the decode (0–1, or `auto`).
+        /// Hallucination weight of the decode (0–1), or `auto`: the realism predictor's
+        /// per-region map (ConHa), written by the encoder and followed by the decoder.
         #[arg(long, default_value = "auto", value_parser = parse_realism)]
         realism: Realism,
     },
@@ -212,6 +215,30 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The realism predictor's time per image and the size of its maps in the files.
+    BenchPredictor {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "0.08,0.1,0.2")]
+        bpp: Vec<f64>,
+    },
+    /// Write a preference-study pool: each image encoded once at a target bpp and
+    /// decoded by each condition, for `mirage study serve --pool DIR`.
+    StudyPool {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long, default_value_t = 0.1)]
+        bpp: f64,
+        /// Conditions: realism weights (`0`, `1`), `auto` (ConHa map), `fixed`
+        /// (ConHa-fixed), `flowN`.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,auto,fixed", value_parser = Column::parse)]
+        conditions: Vec<Column>,
+        /// The pool folder (default: study-pools/conha-<bpp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
     /// Write the shipped flow refiner from a training checkpoint, tied to the loaded
     /// hyperprior.
     ExportFlow {
@@ -233,6 +260,41 @@ enum Command {
         blocks: i64,
         #[arg(long, default_value = "models/realism.safetensors")]
         out: PathBuf,
+    },
+    /// Write the shipped realism predictor from a `train-predictor` run, tied to the
+    /// loaded hyperprior.
+    ExportPredictor {
+        #[arg(long, default_value = "runs/predictor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value = "models/realism-predictor.safetensors")]
+        out: PathBuf,
+    },
+    /// Train the realism predictor (ConHa) on proxy labels computed on the training
+    /// photos with the bundled hyperprior and realism generator; prints its held-out
+    /// error against constant weights.
+    TrainPredictor {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/predictor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        crops_per_image: usize,
+        #[arg(long, default_value_t = 256)]
+        crop: u32,
+        #[arg(long, default_value_t = 3_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Weight of the realism term against the fidelity term of the proxy label.
+        #[arg(long, default_value_t = mirage::train::predictor::DEFAULT_ALPHA)]
+        alpha: f64,
+        /// Weight of the line-structure term (straight edges, strokes: less w).
+        #[arg(long, default_value_t = mirage::train::predictor::DEFAULT_BETA)]
+        beta: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// The realism measure (MFD/MKD): train and export its feature extractor, measure
     /// two folders, validate it on Kodak.
@@ -455,6 +517,10 @@ fn load_codec(models: &Models) -> Result<Codec> {
     if bundled.exists() {
         let _ = codec.attach_flow(&bundled);
     }
+    let bundled = mirage::conha::default_predictor_path();
+    if bundled.exists() {
+        let _ = codec.attach_predictor(&bundled);
+    }
     Ok(codec)
 }
 
@@ -526,7 +592,13 @@ fn run(cli: Cli) -> Result<()> {
                 .to_string();
             let mrg = out_dir.join(format!("{stem}.mrg"));
             let png = out_dir.join(format!("{stem}.decoded.png"));
-            let original = encode_one(&codec, &input, &mrg, rate.target(), None, true)?;
+            // `auto` is the whole ConHa path when the predictor is there: the encoder
+            // writes its realism map and the decoder follows it.
+            let encode_realism = match realism {
+                Realism::Auto if codec.predictor().is_ok() => Some(Realism::Auto),
+                _ => None,
+            };
+            let original = encode_one(&codec, &input, &mrg, rate.target(), encode_realism, true)?;
             let bytes = std::fs::read(&mrg)?;
             let (decoded, _) = codec.decompress_with(&bytes, realism)?;
             write_image(&decoded, &png, true)?;
@@ -621,13 +693,11 @@ fn run(cli: Cli) -> Result<()> {
                     ("MKD ×1000".to_string(), d.mkd),
                 ])
             };
-            let measures: Vec<bench::SetMeasure> = match &measure {
-                Some(_) => vec![&realism],
-                None => {
-                    eprintln!("mirage: note: no realism extractor; MFD/MKD columns omitted");
-                    vec![]
-                }
-            };
+            let mut measures: Vec<bench::SetMeasure> = vec![];
+            match &measure {
+                Some(_) => measures.push(&realism),
+                None => eprintln!("mirage: note: no realism extractor; MFD/MKD columns omitted"),
+            }
             let table = bench::run_decoders(
                 &codec,
                 &bench::DecoderBenchOptions {
@@ -708,6 +778,60 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::ExportPredictor { run_dir, out } => {
+            let codec = Codec::load(&models.model.clone().unwrap_or_else(default_model_path))?;
+            let fixed_path = run_dir.join("fixed_level");
+            let fixed_level: u8 = std::fs::read_to_string(&fixed_path)
+                .with_context(|| format!("cannot read {}", fixed_path.display()))?
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is not a level", fixed_path.display()))?;
+            let id = mirage::model_file::export_predictor(
+                &run_dir.join("predictor.safetensors"),
+                fixed_level,
+                &codec.id(),
+                &out,
+            )?;
+            println!(
+                "wrote {} (realism predictor {}, for model {})",
+                out.display(),
+                id_hex(&id),
+                id_hex(&codec.id())
+            );
+            Ok(())
+        }
+        Command::TrainPredictor {
+            data,
+            run_dir,
+            crops_per_image,
+            crop,
+            steps,
+            batch,
+            lr,
+            alpha,
+            beta,
+            seed,
+        } => {
+            let o = mirage::train::predictor::PredictorTrainOptions {
+                data,
+                base_model: models.model.clone().unwrap_or_else(default_model_path),
+                realism_model: models
+                    .realism_model
+                    .clone()
+                    .unwrap_or_else(default_realism_path),
+                run_dir,
+                crops_per_image,
+                crop,
+                steps,
+                batch,
+                lr,
+                alpha,
+                beta,
+                seed,
+            };
+            print!("{}", mirage::train::predictor::train(&o)?);
+            Ok(())
+        }
         Command::Realism { command } => realism(command, &models),
         Command::Export {
             checkpoint,
@@ -720,6 +844,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Study { command } => Ok(mirage_study::cli::run(command)?),
+        Command::BenchPredictor { images, bpp } => {
+            let codec = load_codec(&models)?;
+            println!("{}", bench::run_predictor(&codec, &images, &bpp)?);
+            Ok(())
+        }
+        Command::StudyPool {
+            images,
+            bpp,
+            conditions,
+            out,
+            force,
+        } => {
+            let codec = load_codec(&models)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("study-pools/conha-{bpp}")));
+            let paths = suite::image_paths(&images)?;
+            mirage::study_pool::write(&codec, &paths, bpp, &conditions, &out, force)?;
+            eprintln!(
+                "wrote {}; serve it with: scripts/mirage study serve --pool {}",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Train {
             data,
             run_dir,
@@ -941,19 +1088,34 @@ fn encode_one(
     src: &Path,
     dst: &Path,
     target: RateTarget,
-    realism: Option<f32>,
+    realism: Option<Realism>,
     force: bool,
 ) -> Result<image::RgbImage> {
     let loaded = read_image(src)?;
     if let Some(note) = &loaded.note {
         eprintln!("mirage: note: {note}");
     }
-    let (bytes, _) = codec
-        .compress(&loaded.image, target)
-        .with_context(|| src.display().to_string())?;
     let bytes = match realism {
-        Some(w) => suggest_realism(&bytes, w)?,
-        None => bytes,
+        Some(Realism::Auto) => {
+            codec
+                .predictor()?
+                .compress(codec, &loaded.image, target)
+                .with_context(|| src.display().to_string())?
+                .0
+        }
+        Some(Realism::Weight(w)) => suggest_realism(
+            &codec
+                .compress(&loaded.image, target)
+                .with_context(|| src.display().to_string())?
+                .0,
+            w,
+        )?,
+        None => {
+            codec
+                .compress(&loaded.image, target)
+                .with_context(|| src.display().to_string())?
+                .0
+        }
     };
     write_atomically(dst, &bytes, force)?;
     Ok(loaded.image)
@@ -1014,6 +1176,23 @@ fn info(file: &Path) -> Result<()> {
         Some(w) => println!("realism:     {:.3}", w as f64 / 255.0),
         None => println!("realism:     not set"),
     }
+    if let Some(map) = c.sections.get(2) {
+        let map = mirage_format::realism_map::RealismMap::from_bytes(map, h.width, h.height)
+            .with_context(|| file.display().to_string())?;
+        println!(
+            "realism map: {}x{} cells of {} px (w per cell, row by row):",
+            map.cols,
+            map.rows,
+            mirage_format::realism_map::CELL
+        );
+        for row in map.levels.chunks(map.cols as usize) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|&l| format!("{:.2}", mirage_format::realism_map::RealismMap::weight(l)))
+                .collect();
+            println!("             {}", cells.join(" "));
+        }
+    }
     println!("decoder:     {}", h.decoder);
     println!(
         "total:       {} bytes, {:.4} bpp",
@@ -1024,7 +1203,7 @@ fn info(file: &Path) -> Result<()> {
         "header:      {} bytes",
         mirage_format::header_size(c.sections.len())
     );
-    let names = ["hyper-latent (z)", "latent (y)"];
+    let names = ["hyper-latent (z)", "latent (y)", "realism map"];
     for (i, s) in c.sections.iter().enumerate() {
         println!(
             "section {i}:   {} bytes  {}",

@@ -136,6 +136,7 @@ fn write_safetensors(
 
 pub const REALISM_FORMAT_NAME: &str = "mirage-realism-v1";
 pub const FLOW_FORMAT_NAME: &str = "mirage-flow-v1";
+pub const PREDICTOR_FORMAT_NAME: &str = "mirage-realism-predictor-v1";
 
 /// Writes a shipped decoder add-on (the realism generator or the flow refiner) from a
 /// training checkpoint, tied to the hyperprior it was trained on: it only decodes
@@ -197,7 +198,28 @@ pub fn export_flow(
     export_decoder(&mut vs, checkpoint, FLOW_FORMAT_NAME, &numbers, base, out)
 }
 
-/// A loaded decoder add-on file (realism generator or flow refiner).
+/// The realism predictor of a `predictor.safetensors` checkpoint, as a shipped file,
+/// with the best single level on its training labels (the "ConHa-fixed" baseline).
+pub fn export_predictor(
+    checkpoint: &Path,
+    fixed_level: u8,
+    base: &[u8; 8],
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    let mut vs = VarStore::new(Device::Cpu);
+    crate::model::predictor::RealismPredictor::new(&vs.root());
+    let numbers = [("fixed_level", fixed_level as i64)];
+    export_decoder(
+        &mut vs,
+        checkpoint,
+        PREDICTOR_FORMAT_NAME,
+        &numbers,
+        base,
+        out,
+    )
+}
+
+/// A loaded add-on file (realism generator, flow refiner or realism predictor).
 pub struct DecoderFile {
     pub id: [u8; 8],
     /// The hyperprior whose bitstreams (and decodes) it was trained on.
@@ -239,6 +261,11 @@ impl DecoderFile {
                 path: "(loaded)".into(),
                 reason: format!("metadata lacks a sane {key}"),
             })
+    }
+
+    /// A metadata value as written.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     pub fn realism_config(&self) -> Result<RealismConfig> {

@@ -21,6 +21,7 @@
 pub mod factorized;
 pub mod flow;
 pub mod layers;
+pub mod predictor;
 pub mod realism;
 
 use factorized::FactorizedPrior;

@@ -110,16 +110,40 @@ impl RealismGenerator {
     /// (the synthesis' activations after its second inverse GDN), `w` `[B]` in [0, 1]
     /// → the realism decode `[B, 3, H, W]` (not clamped).
     pub fn forward(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor) -> Tensor {
+        let w = w.to_kind(Kind::Float).view([-1, 1, 1, 1]);
+        self.forward_map(x_mse, features, &w)
+    }
+
+    /// The same with a weight per pixel, `w` `[B, 1, H, W]` (or any shape that
+    /// broadcasts to it, such as `[B, 1, 1, 1]`): the decoder's per-region realism.
+    /// FiLM is applied per position, so a constant map gives the per-image
+    /// decode and a varying one changes the kind of texture region by region.
+    pub fn forward_map(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor) -> Tensor {
+        let w = w.to_kind(Kind::Float);
+        // FiLM works at the generator's resolution: the mean weight of each 4×4 block.
+        let w_low = if w.size()[2] == 1 && w.size()[3] == 1 {
+            w.shallow_clone()
+        } else {
+            w.avg_pool2d(
+                [SHUFFLE, SHUFFLE],
+                [SHUFFLE, SHUFFLE],
+                [0, 0],
+                false,
+                true,
+                None,
+            )
+        };
+        // Channels last for the dense layers: [B, h, w, 1] → [B, h, w, E].
         let e = self
             .embedding
-            .forward(&w.to_kind(Kind::Float).view([-1, 1]))
+            .forward(&w_low.permute([0, 2, 3, 1]))
             .leaky_relu();
         let unshuffled = x_mse.pixel_unshuffle(SHUFFLE);
         let mut h = self
             .input
             .forward(&Tensor::cat(&[features, &unshuffled], 1), self.precision);
         for block in &self.blocks {
-            let film = block.film.forward(&e).unsqueeze(-1).unsqueeze(-1);
+            let film = block.film.forward(&e).permute([0, 3, 1, 2]);
             let (gamma, beta) = {
                 let parts = film.chunk(2, 1);
                 (parts[0].shallow_clone(), parts[1].shallow_clone())
@@ -132,7 +156,7 @@ impl RealismGenerator {
             .output
             .forward(&h.leaky_relu(), self.precision)
             .pixel_shuffle(SHUFFLE);
-        x_mse + residual * w.to_kind(Kind::Float).view([-1, 1, 1, 1])
+        x_mse + residual * w
     }
 }
 

@@ -112,6 +112,7 @@ pub fn train(o: &FlowTrainOptions) -> Result<()> {
                 writeln!(val_log, "{done},{wall:.1},1,{steps},{psnr:.3},{ratio:.4}")?;
             }
             val_log.flush()?;
+            super::save_snapshot(&vs, &o.run_dir, "flow", done)?;
         }
         if done % o.checkpoint_every == 0 || done == o.steps {
             super::save_atomically(&vs, &model_path)?;

@@ -9,6 +9,7 @@
 pub mod adam;
 pub mod data;
 pub mod flow;
+pub mod predictor;
 pub mod realism;
 
 use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
@@ -92,6 +93,20 @@ pub(crate) fn save_atomically(vs: &VarStore, path: &std::path::Path) -> Result<(
     vs.save(&tmp)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// Keeps a copy of the weights at each validation in `snapshots/NAME-STEP.safetensors`,
+/// so the best point of a run (GANs do not improve monotonically) can be shipped
+/// rather than whichever step the run happened to stop at.
+pub(crate) fn save_snapshot(
+    vs: &VarStore,
+    run_dir: &std::path::Path,
+    name: &str,
+    step: i64,
+) -> Result<()> {
+    let dir = run_dir.join("snapshots");
+    std::fs::create_dir_all(&dir)?;
+    save_atomically(vs, &dir.join(format!("{name}-{step}.safetensors")))
 }
 
 pub fn train(o: &TrainOptions) -> Result<()> {

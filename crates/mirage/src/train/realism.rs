@@ -216,6 +216,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
                 }
             }
             val_log.flush()?;
+            super::save_snapshot(&g_vs, &o.run_dir, "generator", done)?;
         }
         if done % o.checkpoint_every == 0 || done == o.steps {
             super::save_atomically(&g_vs, &paths("generator"))?;

@@ -1,0 +1,174 @@
+//! Conditional hallucination with the bundled models: the encoder's realism predictor
+//! writes a per-region map that fits the size target, the decoder follows it unless
+//! told otherwise, and the predictor only works with the model it was trained for.
+
+use mirage::codec::{attach_realism_map, Realism};
+use mirage::conha::{default_predictor_path, Predictor};
+use mirage::{Codec, RateTarget};
+use mirage_format::realism_map::RealismMap;
+use std::path::Path;
+use std::process::Command;
+
+fn codec() -> Codec {
+    let codec = Codec::load_default().expect("bundled models load");
+    assert!(
+        codec.predictor().is_ok(),
+        "the realism predictor is bundled"
+    );
+    codec
+}
+
+/// 320×192: lettering-like strokes on white (left) beside a grassy texture (right).
+fn strokes_and_texture() -> image::RgbImage {
+    let mut state = 12345u32;
+    let mut noise = move || {
+        state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+        (state >> 24) as u8
+    };
+    image::RgbImage::from_fn(320, 192, |x, y| {
+        if x < 160 {
+            let (gx, gy) = (x % 12, y % 16);
+            let ink = gy < 12 && (gx < 2 || gy < 2 || (gy == 6 || gy == 7) && gx < 8);
+            if ink {
+                image::Rgb([20, 20, 20])
+            } else {
+                image::Rgb([245, 245, 240])
+            }
+        } else {
+            let g = noise();
+            image::Rgb([g / 3, 64 + g / 2, g / 4])
+        }
+    })
+}
+
+#[test]
+fn auto_encode_fits_the_target_and_decode_follows_the_map() {
+    let codec = codec();
+    let predictor = codec.predictor().unwrap();
+    let img = strokes_and_texture();
+    let target = 0.15;
+    let (bytes, report, map) = predictor
+        .compress(&codec, &img, RateTarget::Bpp(target))
+        .unwrap();
+    let pixels = (img.width() * img.height()) as f64;
+    assert!(bytes.len() as f64 * 8.0 / pixels <= target);
+    assert_eq!(report.bytes, bytes.len());
+    assert_eq!((map.cols, map.rows), (5, 3));
+    let (auto, _) = codec.decompress_with(&bytes, Realism::Auto).unwrap();
+    // The same map, attached by hand to the plain file, decodes the same.
+    let plain = mirage_format::read(&bytes).unwrap();
+    let mut c = plain.clone();
+    c.sections.truncate(2);
+    let bare = mirage_format::write(&c).unwrap();
+    let by_hand = attach_realism_map(&bare, &map).unwrap();
+    assert_eq!(by_hand, bytes);
+    // An explicit weight overrides the map.
+    let (zero, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+    let (bare_zero, _) = codec.decompress_with(&bare, Realism::Weight(0.0)).unwrap();
+    assert_eq!(zero.as_raw(), bare_zero.as_raw());
+    if map.levels.iter().any(|&l| l > 0) {
+        assert_ne!(auto.as_raw(), zero.as_raw(), "a map with w > 0 adds detail");
+    }
+}
+
+/// What ConHa is for, on real photos: a face gets less invented detail than water
+/// and gravel (the regions of `mirage crops`; docs/conha.md lists all six, including
+/// the straight edges of kodim08, where the bundled predictor still gives too much).
+#[test]
+fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
+    let codec = codec();
+    let region_weight = |name: &str| {
+        let region = mirage::comparison::KODAK_REGIONS
+            .iter()
+            .find(|r| r.image == name)
+            .unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../../shared/data/kodak/{name}.png"));
+        let img = mirage::image_io::read_image(&path).unwrap().image;
+        let (_, report) = codec.compress(&img, RateTarget::Bpp(0.1)).unwrap();
+        let map = codec.predictor().unwrap().predict(&img, report.rate).unwrap();
+        mirage::conha::region_weight(&map, region.x, region.y, region.size)
+    };
+    let (face, gravel) = (region_weight("kodim04"), region_weight("kodim13"));
+    assert!(face < gravel, "face w {face:.2}, water and gravel w {gravel:.2}");
+}
+
+#[test]
+fn a_predictor_for_another_model_is_refused() {
+    let bytes = std::fs::read(default_predictor_path()).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = meta.metadata().clone().unwrap();
+    metadata.insert("base_model".into(), "0123456789abcdef".into());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let relabelled = safetensors::serialize(st.tensors(), &Some(metadata)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.safetensors");
+    std::fs::write(&path, relabelled).unwrap();
+    let codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
+    let err = Predictor::load(&path, &codec).err().unwrap().to_string();
+    assert!(err.contains("trained for model 0123456789abcdef"), "{err}");
+    // Without a predictor, asking the encoder for `auto` is a clear error.
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .env(
+            "MIRAGE_PREDICTOR_MODEL",
+            dir.path().join("missing.safetensors"),
+        )
+        .args(["encode", "--realism", "auto"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png"))
+        .arg(dir.path().join("a.mrg"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("realism predictor"), "{stderr}");
+    assert!(!dir.path().join("a.mrg").exists());
+}
+
+/// The command line end to end: `encode --realism auto`, `info` lists the map, and the
+/// decode is the same with one and two threads.
+#[test]
+fn cli_auto_encode_info_and_thread_independent_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    strokes_and_texture().save(&input).unwrap();
+    let run = |args: &[&str], threads: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .args(["--threads", threads])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let mrg = dir.path().join("a.mrg");
+    run(
+        &[
+            "encode",
+            &s(&input),
+            &s(&mrg),
+            "--bpp",
+            "0.15",
+            "--realism",
+            "auto",
+        ],
+        "2",
+    );
+    let info = run(&["info", &s(&mrg)], "1");
+    let sections = mirage_format::read(&std::fs::read(&mrg).unwrap())
+        .unwrap()
+        .sections
+        .len();
+    assert_eq!(info.contains("realism map"), sections == 3, "{info}");
+    assert!(info.contains("realism:"), "{info}");
+    let (one, two) = (dir.path().join("1.png"), dir.path().join("2.png"));
+    run(&["decode", &s(&mrg), &s(&one)], "1");
+    run(&["decode", &s(&mrg), &s(&two)], "2");
+    let a = image::open(&one).unwrap().to_rgb8();
+    let b = image::open(&two).unwrap().to_rgb8();
+    assert_eq!(a.as_raw(), b.as_raw());
+}
