@@ -6,12 +6,14 @@
 //! numbers are those of the exact, versioned encoders people use (and that
 //! `../shared/notes/baselines-kodak.md` was measured with), and nothing here needs a C build.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::thread::ThreadId;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -103,12 +105,37 @@ pub struct CallStats {
     pub peak_rss_kib: Option<u64>,
 }
 
-/// A codec under test. Implemented by the classic-codec adapters here and, later, by Mirage.
+/// The [`CallStats`] of each thread's last codec call.
+///
+/// The suite runs several images at once, so "the last call" must be the last call *of the
+/// calling thread*: a single shared slot would hand one worker the other's measurement.
+#[derive(Debug, Default)]
+pub struct LastCallStats(Mutex<HashMap<ThreadId, CallStats>>);
+
+impl LastCallStats {
+    /// Records the calling thread's last call.
+    pub fn record(&self, stats: CallStats) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(std::thread::current().id(), stats);
+    }
+
+    /// The calling thread's last recorded call.
+    pub fn get(&self) -> Option<CallStats> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&std::thread::current().id()).copied()
+    }
+}
+
+/// A codec under test. Implemented by the classic-codec adapters here and by Mirage (in the
+/// `mirage` crate).
 ///
 /// `setting` is the codec's own quality knob; [`CodecUnderTest::settings`] tells the rate
 /// matcher its range, grid and which direction spends more bits. Mirage plugs in with
 /// `SettingRange { min: 0.0, max: 100.0, step: 0.1, more_bits: MoreBits::HigherSetting }`.
-pub trait CodecUnderTest {
+///
+/// `Sync` because the suite evaluates several images in parallel with the same codec;
+/// an implementation that cannot run two calls at once serialises them itself.
+pub trait CodecUnderTest: Sync {
     /// Short identifier used in file names, CSV and plots (e.g. `avif`, `jxl-r8`).
     fn name(&self) -> String;
 
@@ -132,8 +159,8 @@ pub trait CodecUnderTest {
         Ok(())
     }
 
-    /// The codec's own measurement of its last `encode`/`decode` call, if it has one; else the
-    /// caller's wall time of the call is used.
+    /// The codec's own measurement of the calling thread's last `encode`/`decode` call, if it
+    /// has one (see [`LastCallStats`]); else the caller's wall time of the call is used.
     fn last_call_stats(&self) -> Option<CallStats> {
         None
     }
@@ -315,15 +342,15 @@ pub enum ClassicKind {
 #[derive(Debug)]
 pub struct ClassicCodec {
     kind: ClassicKind,
-    /// Measurement of the last tool run, handed out by `last_call_stats`.
-    last_call: Mutex<Option<CallStats>>,
+    /// Measurement of each thread's last tool run, handed out by `last_call_stats`.
+    last_call: LastCallStats,
 }
 
 impl ClassicCodec {
     pub fn new(kind: ClassicKind) -> Self {
         ClassicCodec {
             kind,
-            last_call: Mutex::new(None),
+            last_call: LastCallStats::default(),
         }
     }
 
@@ -471,10 +498,6 @@ impl ClassicCodec {
             ClassicKind::Heic => vec![s("--quiet"), i, o],
         }
     }
-
-    fn record(&self, stats: CallStats) {
-        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
-    }
 }
 
 impl CodecUnderTest for ClassicCodec {
@@ -566,7 +589,7 @@ impl CodecUnderTest for ClassicCodec {
         let output = dir.path().join(format!("output.{}", self.extension()));
         let [encoder, _] = self.tools();
         let stats = encoder.run(&self.encode_args(&range.format(setting), &input, &output))?;
-        self.record(stats);
+        self.last_call.record(stats);
         std::fs::read(&output).with_context(|| {
             format!(
                 "`{}` reported success but wrote no {}",
@@ -590,7 +613,7 @@ impl CodecUnderTest for ClassicCodec {
         });
         let [_, decoder] = self.tools();
         let stats = decoder.run(&self.decode_args(&input, &output))?;
-        self.record(stats);
+        self.last_call.record(stats);
         load_image(&output).with_context(|| format!("reading the output of `{}`", decoder.binary))
     }
 
@@ -602,7 +625,7 @@ impl CodecUnderTest for ClassicCodec {
     }
 
     fn last_call_stats(&self) -> Option<CallStats> {
-        *self.last_call.lock().unwrap_or_else(|e| e.into_inner())
+        self.last_call.get()
     }
 }
 

@@ -10,7 +10,8 @@
 //! - [`metrics`]: PSNR, MS-SSIM, SSIMULACRA2, butteraugli;
 //! - [`bd_rate`]: Bjøntegaard delta rate with PCHIP interpolation;
 //! - [`report`]: CSV, Markdown, SVG plot, HTML with crops;
-//! - [`suite`]: the loop over images × codecs × targets.
+//! - [`set_measure`]: measures of a whole set of decodes (Mirage's MFD/MKD plug in here);
+//! - [`suite`]: the loop over images × codecs × targets, and runs at fixed settings.
 //!
 //! ```no_run
 //! use mirage_eval::{suite, ClassicCodec, CodecUnderTest};
@@ -18,7 +19,7 @@
 //! let codecs = ClassicCodec::all();
 //! let codecs: Vec<&dyn CodecUnderTest> = codecs.iter().map(|c| c as _).collect();
 //! let images = suite::image_paths("../shared/data/kodak".as_ref())?;
-//! let report = suite::run(&codecs, &images, &suite::EvalOptions::default())?;
+//! let report = suite::run(&codecs, &images, &[], &suite::EvalOptions::default())?;
 //! report.write_all("eval-out".as_ref())?;
 //! # Ok(())
 //! # }
@@ -29,13 +30,17 @@ pub mod codecs;
 pub mod metrics;
 pub mod rate_match;
 pub mod report;
+pub mod set_measure;
 pub mod suite;
 
 pub use bd_rate::{bd_rate, bd_rate_checked, BdRateError, RatePoint};
 pub use codecs::{
-    load_image, CallStats, ClassicCodec, ClassicKind, CodecUnderTest, MoreBits, SettingRange, Tool,
-    ToolError,
+    load_image, CallStats, ClassicCodec, ClassicKind, CodecUnderTest, LastCallStats, MoreBits,
+    SettingRange, Tool, ToolError,
 };
 pub use rate_match::{encode_at_bpp, Encoding, Matched, RateMatcher, Reach};
-pub use report::{Crop, CropRegion, MeanPoint, Metric, Report, Row};
+pub use report::{
+    Crop, CropRegion, FixedReport, MeanPoint, Metric, Report, Row, SetMeasureInfo, SetRow,
+};
+pub use set_measure::{FeatureRows, SetMeasure};
 pub use suite::{EvalOptions, DEFAULT_TARGETS_BPP};

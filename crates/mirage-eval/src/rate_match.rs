@@ -321,13 +321,13 @@ pub fn encode_at_bpp(
 mod tests {
     use super::*;
     use crate::codecs::MoreBits;
-    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fake codec whose file size is a known function of the setting.
     struct Fake {
         range: SettingRange,
         bytes_at: fn(f64) -> usize,
-        calls: Cell<usize>,
+        calls: AtomicUsize,
     }
 
     impl CodecUnderTest for Fake {
@@ -338,7 +338,7 @@ mod tests {
             self.range
         }
         fn encode(&self, _img: &RgbImage, setting: f64) -> Result<Vec<u8>> {
-            self.calls.set(self.calls.get() + 1);
+            self.calls.fetch_add(1, Ordering::Relaxed);
             Ok(vec![0; (self.bytes_at)(setting)])
         }
         fn decode(&self, _bytes: &[u8]) -> Result<RgbImage> {
@@ -356,7 +356,7 @@ mod tests {
                 more_bits: MoreBits::HigherSetting,
             },
             bytes_at: |q| 10 + q as usize,
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
         }
     }
 
@@ -389,7 +389,7 @@ mod tests {
                 more_bits: MoreBits::LowerSetting,
             },
             bytes_at: |q| 100 - q as usize,
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
         };
         let img = img();
         // 6.4 bpp = 80 bytes -> Q20.
@@ -415,18 +415,18 @@ mod tests {
         let img = img();
         let mut matcher = RateMatcher::new(&codec, &img);
         let first = matcher.encode_at_bpp(4.0).unwrap();
-        assert_eq!(first.encodes, codec.calls.get());
+        assert_eq!(first.encodes, codec.calls.load(Ordering::Relaxed));
         let again = matcher.encode_at_bpp(4.0).unwrap();
         assert_eq!(again.encodes, 0);
         assert_eq!(again.encoding, first.encoding);
-        let before = codec.calls.get();
+        let before = codec.calls.load(Ordering::Relaxed);
         let other = matcher.encode_at_bpp(5.0).unwrap();
         assert_eq!(other.encoding.setting, 52.0);
         // The bracket starts from cached probes, so fewer than a full bisection.
         assert!(
-            codec.calls.get() - before < 7,
+            codec.calls.load(Ordering::Relaxed) - before < 7,
             "{}",
-            codec.calls.get() - before
+            codec.calls.load(Ordering::Relaxed) - before
         );
     }
 
@@ -439,7 +439,7 @@ mod tests {
         let m = matcher.encode_at_bpp(4.0).unwrap();
         assert!(!m.converged);
         assert!(m.encoding.bpp <= 4.0);
-        assert_eq!(codec.calls.get(), 2);
+        assert_eq!(codec.calls.load(Ordering::Relaxed), 2);
     }
 
     #[test]
@@ -454,13 +454,13 @@ mod tests {
                 more_bits: MoreBits::LowerSetting,
             },
             bytes_at: |d| (40_000.0 * (-0.25 * d).exp() + 2_000.0 / (1.0 + d)) as usize,
-            calls: Cell::new(0),
+            calls: AtomicUsize::new(0),
         };
         let img = img();
         let range = codec.settings();
         let mut matcher = RateMatcher::new(&codec, &img);
         for target in [15.0, 30.0, 300.0, 2000.0] {
-            let before = codec.calls.get();
+            let before = codec.calls.load(Ordering::Relaxed);
             let m = matcher.encode_at_bpp(target).unwrap();
             let best = (0..=range.steps())
                 .map(|i| range.setting_at(i))
@@ -470,7 +470,7 @@ mod tests {
             assert_eq!(m.reach, Reach::Reached);
             assert!(m.converged);
             assert_eq!(m.encoding.setting, best, "target {target}");
-            let used = codec.calls.get() - before;
+            let used = codec.calls.load(Ordering::Relaxed) - before;
             assert!(used <= 8, "target {target}: {used} encodes");
         }
     }

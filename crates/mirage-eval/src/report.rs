@@ -1,6 +1,8 @@
-//! Outputs of an evaluation run: CSV (every measurement), a Markdown summary (means,
-//! unreachable targets, BD-rates, caveats), an SVG rate–quality plot and an HTML page of
-//! side-by-side crops.
+//! Outputs of an evaluation run: CSV (every measurement), a second CSV of the set measures
+//! (MFD/MKD: one value per codec and target, not per image), a Markdown summary (means,
+//! set measures, unreachable targets, BD-rates, caveats), an SVG rate–quality plot and an
+//! HTML page of side-by-side crops. [`FixedReport`] is the smaller output of runs at fixed
+//! codec settings (`mirage eval --fixed`).
 //!
 //! Rows whose target was unreachable are kept everywhere they can be: in the CSV with
 //! `reached=false`, listed by name in the Markdown, and marked on their crops. They are left
@@ -97,6 +99,39 @@ pub struct Crop {
     pub pixels: RgbImage,
 }
 
+/// A set measure as the report shows it (from [`crate::SetMeasure`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetMeasureInfo {
+    pub title: String,
+    pub description: String,
+    /// Names of its values; in [`SetRow::values`] they follow those of the measures before.
+    pub columns: Vec<String>,
+}
+
+/// The set measures of one codec at one target, over the images that reached the target
+/// (their decodes against the same originals).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetRow {
+    pub codec: String,
+    pub target_bpp: f64,
+    /// Images evaluated, and how many reached the target and so are in the set.
+    pub images: usize,
+    pub reached: usize,
+    /// Mean bpp of the images in the set.
+    pub bpp: f64,
+    /// One value per column of every measure, in order; `None` where it could not be
+    /// computed (the reason is in `notes`).
+    pub values: Vec<Option<f64>>,
+    pub notes: Vec<String>,
+}
+
+impl SetRow {
+    /// Every image reached the target, so the set is comparable with other codecs' sets.
+    pub fn complete(&self) -> bool {
+        self.reached == self.images && self.images > 0
+    }
+}
+
 /// Everything an evaluation run measured, ready to be written out.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -108,6 +143,11 @@ pub struct Report {
     pub images: Vec<String>,
     /// Codec the BD-rates are computed against.
     pub anchor: Option<String>,
+    /// Set measures (MFD/MKD) and their values per codec and target.
+    pub set_measures: Vec<SetMeasureInfo>,
+    pub set_rows: Vec<SetRow>,
+    /// Images evaluated at once (speeds were measured with this many workers busy).
+    pub workers: usize,
 }
 
 /// Mean of one codec at one target over the images that reached it.
@@ -173,6 +213,54 @@ impl Metric {
     }
 }
 
+/// Means of `all` (one codec at one target or setting) over the rows that reached their
+/// target; `None` if there are no rows.
+fn mean_point(target: f64, all: &[&Row]) -> Option<MeanPoint> {
+    let ok: Vec<&Row> = all
+        .iter()
+        .copied()
+        .filter(|r| r.reach.is_reached())
+        .collect();
+    if ok.is_empty() {
+        return (!all.is_empty()).then_some(MeanPoint {
+            target_bpp: target,
+            images: all.len(),
+            reached: 0,
+            bpp: f64::NAN,
+            psnr: f64::NAN,
+            ms_ssim: f64::NAN,
+            ssimulacra2: f64::NAN,
+            butteraugli: None,
+            butteraugli_3norm: None,
+            encode_mps: f64::NAN,
+            decode_mps: f64::NAN,
+            encode_peak_mib: None,
+            decode_peak_mib: None,
+        });
+    }
+    let optional_mean = |f: fn(&Row) -> Option<f64>| {
+        let v: Option<Vec<f64>> = ok.iter().map(|r| f(r)).collect();
+        v.map(|v| mean(v.into_iter()))
+    };
+    let peak = |f: fn(&Row) -> Option<u64>| ok.iter().filter_map(|r| f(r)).max().map(kib_to_mib);
+    let mp: f64 = ok.iter().map(|r| r.megapixels).sum();
+    Some(MeanPoint {
+        target_bpp: target,
+        images: all.len(),
+        reached: ok.len(),
+        bpp: mean(ok.iter().map(|r| r.bpp)),
+        psnr: mean(ok.iter().map(|r| r.psnr)),
+        ms_ssim: mean(ok.iter().map(|r| r.ms_ssim)),
+        ssimulacra2: mean(ok.iter().map(|r| r.ssimulacra2)),
+        butteraugli: optional_mean(|r| r.butteraugli),
+        butteraugli_3norm: optional_mean(|r| r.butteraugli_3norm),
+        encode_mps: mp / ok.iter().map(|r| r.encode_s).sum::<f64>(),
+        decode_mps: mp / ok.iter().map(|r| r.decode_s).sum::<f64>(),
+        encode_peak_mib: peak(|r| r.encode_peak_rss_kib),
+        decode_peak_mib: peak(|r| r.decode_peak_rss_kib),
+    })
+}
+
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
     sum / n as f64
@@ -199,51 +287,7 @@ impl Report {
             .iter()
             .filter_map(|&target| {
                 let all: Vec<&Row> = self.rows_for(codec, target).collect();
-                let ok: Vec<&Row> = all
-                    .iter()
-                    .copied()
-                    .filter(|r| r.reach.is_reached())
-                    .collect();
-                if ok.is_empty() {
-                    return (!all.is_empty()).then_some(MeanPoint {
-                        target_bpp: target,
-                        images: all.len(),
-                        reached: 0,
-                        bpp: f64::NAN,
-                        psnr: f64::NAN,
-                        ms_ssim: f64::NAN,
-                        ssimulacra2: f64::NAN,
-                        butteraugli: None,
-                        butteraugli_3norm: None,
-                        encode_mps: f64::NAN,
-                        decode_mps: f64::NAN,
-                        encode_peak_mib: None,
-                        decode_peak_mib: None,
-                    });
-                }
-                let optional_mean = |f: fn(&Row) -> Option<f64>| {
-                    let v: Option<Vec<f64>> = ok.iter().map(|r| f(r)).collect();
-                    v.map(|v| mean(v.into_iter()))
-                };
-                let peak = |f: fn(&Row) -> Option<u64>| {
-                    ok.iter().filter_map(|r| f(r)).max().map(kib_to_mib)
-                };
-                let mp: f64 = ok.iter().map(|r| r.megapixels).sum();
-                Some(MeanPoint {
-                    target_bpp: target,
-                    images: all.len(),
-                    reached: ok.len(),
-                    bpp: mean(ok.iter().map(|r| r.bpp)),
-                    psnr: mean(ok.iter().map(|r| r.psnr)),
-                    ms_ssim: mean(ok.iter().map(|r| r.ms_ssim)),
-                    ssimulacra2: mean(ok.iter().map(|r| r.ssimulacra2)),
-                    butteraugli: optional_mean(|r| r.butteraugli),
-                    butteraugli_3norm: optional_mean(|r| r.butteraugli_3norm),
-                    encode_mps: mp / ok.iter().map(|r| r.encode_s).sum::<f64>(),
-                    decode_mps: mp / ok.iter().map(|r| r.decode_s).sum::<f64>(),
-                    encode_peak_mib: peak(|r| r.encode_peak_rss_kib),
-                    decode_peak_mib: peak(|r| r.decode_peak_rss_kib),
-                })
+                mean_point(target, &all)
             })
             .collect()
     }
@@ -259,40 +303,111 @@ impl Report {
 
     /// All rows as CSV, one line per (image, codec, target). Missing values are empty.
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "image,codec,target_bpp,setting,bytes,bpp,psnr,ms_ssim,ssimulacra2,butteraugli,\
-             butteraugli_3norm,encode_s,decode_s,encode_mps,decode_mps,encode_peak_mib,\
-             decode_peak_mib,reached,reach,converged,probes\n",
-        );
-        let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
-        for r in &self.rows {
-            let _ = writeln!(
+        rows_csv(&self.rows)
+    }
+
+    /// All set columns, in [`SetRow::values`] order.
+    pub fn set_columns(&self) -> Vec<String> {
+        self.set_measures
+            .iter()
+            .flat_map(|m| m.columns.iter().cloned())
+            .collect()
+    }
+
+    /// The set measures as CSV, one line per (codec, target); empty cells where a value
+    /// could not be computed. `reached < images` marks a set missing some images.
+    pub fn set_csv(&self) -> String {
+        let mut out = String::from("codec,target_bpp,images,reached,bpp");
+        for column in self.set_columns() {
+            out.push(',');
+            out.push_str(&csv_field(&column));
+        }
+        out.push_str(",notes\n");
+        for r in &self.set_rows {
+            let _ = write!(
                 out,
-                "{},{},{},{},{},{:.6},{:.4},{:.6},{:.4},{},{},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{},{}",
-                csv_field(&r.image),
+                "{},{},{},{},{:.6}",
                 csv_field(&r.codec),
                 r.target_bpp,
-                r.setting,
-                r.bytes,
-                r.bpp,
-                r.psnr,
-                r.ms_ssim,
-                r.ssimulacra2,
-                opt(r.butteraugli),
-                opt(r.butteraugli_3norm),
-                r.encode_s,
-                r.decode_s,
-                r.encode_mps(),
-                r.decode_mps(),
-                opt(r.encode_peak_rss_kib.map(kib_to_mib)),
-                opt(r.decode_peak_rss_kib.map(kib_to_mib)),
-                r.reach.is_reached(),
-                r.reach.label(),
-                r.converged,
-                r.probes,
+                r.images,
+                r.reached,
+                r.bpp
             );
+            for v in &r.values {
+                out.push(',');
+                if let Some(v) = v {
+                    let _ = write!(out, "{v:.6}");
+                }
+            }
+            let _ = writeln!(out, ",{}", csv_field(&r.notes.join("; ")));
         }
         out
+    }
+
+    /// Values of one set column for one codec, over complete sets: `(mean bpp, value)`.
+    fn set_curve(&self, codec: &str, column: usize) -> Vec<(f64, f64)> {
+        self.set_rows
+            .iter()
+            .filter(|r| r.codec == codec && r.complete())
+            .filter_map(|r| r.values.get(column).copied().flatten().map(|v| (r.bpp, v)))
+            .collect()
+    }
+
+    fn set_markdown(&self) -> String {
+        let mut md = String::new();
+        let mut offset = 0;
+        for measure in &self.set_measures {
+            let columns = offset..offset + measure.columns.len();
+            offset = columns.end;
+            let _ = writeln!(md, "\n## {}\n\n{}\n", measure.title, measure.description);
+            md.push_str(
+                "Each value compares the set of one codec's decodes at one target with the set \
+                 of the same originals, over the images that reached the target (`reached`); \
+                 sets missing images are not comparable with complete ones. Lower is closer.\n\n",
+            );
+            let _ = writeln!(
+                md,
+                "| codec | target bpp | reached | bpp | {} |\n|---|---|---|---|{}",
+                measure.columns.join(" | "),
+                "---|".repeat(measure.columns.len())
+            );
+            for r in &self.set_rows {
+                let cells: Vec<String> = r.values[columns.clone()]
+                    .iter()
+                    .map(|v| v.map_or_else(|| "–".to_string(), |v| format!("{v:.3}")))
+                    .collect();
+                let bpp = if r.reached > 0 {
+                    format!("{:.4}", r.bpp)
+                } else {
+                    "–".into()
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {}/{} | {bpp} | {} |",
+                    r.codec,
+                    r.target_bpp,
+                    r.reached,
+                    r.images,
+                    cells.join(" | ")
+                );
+            }
+            let notes: BTreeSet<String> = self
+                .set_rows
+                .iter()
+                .flat_map(|r| {
+                    r.notes
+                        .iter()
+                        .map(move |n| format!("{} at {} bpp: {n}", r.codec, r.target_bpp))
+                })
+                .collect();
+            if !notes.is_empty() {
+                md.push('\n');
+            }
+            for note in notes {
+                let _ = writeln!(md, "- {note}");
+            }
+        }
+        md
     }
 
     /// The Markdown summary: codecs, means per codec and target, unreachable targets,
@@ -314,8 +429,17 @@ impl Report {
              image to the largest file not above the target. Means are over the images that \
              reached the target (column `reached`). PSNR on RGB; MS-SSIM per RGB channel, \
              averaged; speeds are total megapixels / total wall time of the codec's own \
-             process, one thread; peak memory is the largest peak RSS of one process.\n\n",
+             process, one thread; peak memory is the largest peak RSS of one process.",
         );
+        if self.workers > 1 {
+            let _ = write!(
+                md,
+                " {} images were evaluated at once, so each codec call shared the cores \
+                 with other work: for speed alone, run with one worker (`--jobs 1`).",
+                self.workers
+            );
+        }
+        md.push_str("\n\n");
         md.push_str("## Codecs\n\n");
         for (name, description) in &self.codecs {
             let _ = writeln!(md, "- `{name}`: {description}");
@@ -360,6 +484,8 @@ impl Report {
                 );
             }
         }
+
+        md.push_str(&self.set_markdown());
 
         md.push_str("\n## Targets not reached\n\n");
         let unreached: Vec<&Row> = self.rows.iter().filter(|r| !r.reach.is_reached()).collect();
@@ -446,34 +572,64 @@ impl Report {
     }
 
     /// Writes the rate–quality plot: PSNR and SSIMULACRA2 against bpp, one line per codec
-    /// (means over complete targets, as for BD-rates).
+    /// (means over complete targets, as for BD-rates), and one more panel per set-measure
+    /// column (MFD, MKD: lower is better), over complete sets. Two panels per row.
     pub fn plot_svg(&self, path: &Path) -> Result<()> {
         use plotters::prelude::*;
-        let root = SVGBackend::new(path, (1200, 500)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let panels = root.split_evenly((1, 2));
-        for (panel, metric) in panels.iter().zip([Metric::Psnr, Metric::Ssimulacra2]) {
-            let curves: Vec<(String, Vec<RatePoint>)> = self
+        type Curves = Vec<(String, Vec<(f64, f64)>)>;
+        let mut panels: Vec<(String, String, Curves)> = [Metric::Psnr, Metric::Ssimulacra2]
+            .into_iter()
+            .map(|metric| {
+                let curves = self
+                    .codec_names()
+                    .into_iter()
+                    .map(|c| {
+                        let points = self.curve_points(&c, metric);
+                        (c, points.iter().map(|p| (p.rate, p.quality)).collect())
+                    })
+                    .collect();
+                let y_label = match metric {
+                    Metric::Psnr => "PSNR (dB)".to_string(),
+                    _ => metric.label().to_string(),
+                };
+                (format!("{} vs bpp", metric.label()), y_label, curves)
+            })
+            .collect();
+        for (column, name) in self.set_columns().into_iter().enumerate() {
+            let curves = self
                 .codec_names()
                 .into_iter()
                 .map(|c| {
-                    let points = self.curve_points(&c, metric);
+                    let points = self.set_curve(&c, column);
                     (c, points)
                 })
                 .collect();
-            let all = curves.iter().flat_map(|(_, p)| p.iter());
+            panels.push((format!("{name} vs bpp (lower is better)"), name, curves));
+        }
+        // A lossless decode has an infinite PSNR: it cannot be drawn (and an infinite axis
+        // range would hang the plotting library).
+        for (_, _, curves) in &mut panels {
+            for (_, points) in curves.iter_mut() {
+                points.retain(|(x, y)| x.is_finite() && y.is_finite());
+            }
+        }
+        let rows = panels.len().div_ceil(2);
+        let root = SVGBackend::new(path, (1200, 500 * rows as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let areas = root.split_evenly((rows, 2));
+        for (area, (caption, y_label, curves)) in areas.iter().zip(&panels) {
             let (mut x_max, mut y_min, mut y_max) = (0.0f64, f64::INFINITY, f64::NEG_INFINITY);
-            for p in all {
-                x_max = x_max.max(p.rate);
-                y_min = y_min.min(p.quality);
-                y_max = y_max.max(p.quality);
+            for &(x, y) in curves.iter().flat_map(|(_, p)| p.iter()) {
+                x_max = x_max.max(x);
+                y_min = y_min.min(y);
+                y_max = y_max.max(y);
             }
             if !y_min.is_finite() {
                 (x_max, y_min, y_max) = (1.0, 0.0, 1.0);
             }
             let pad = ((y_max - y_min) * 0.05).max(0.5);
-            let mut chart = ChartBuilder::on(panel)
-                .caption(format!("{} vs bpp", metric.label()), ("sans-serif", 20))
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 20))
                 .margin(15)
                 .x_label_area_size(40)
                 .y_label_area_size(50)
@@ -481,21 +637,17 @@ impl Report {
             chart
                 .configure_mesh()
                 .x_desc("bpp")
-                .y_desc(match metric {
-                    Metric::Psnr => "PSNR (dB)",
-                    _ => metric.label(),
-                })
+                .y_desc(y_label.as_str())
                 .draw()?;
             for (i, (codec, points)) in curves.iter().enumerate() {
                 let color = Palette99::pick(i).to_rgba();
-                let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.rate, p.quality)).collect();
                 chart
-                    .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))?
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
                     .label(codec.as_str())
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                     });
-                chart.draw_series(xy.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
             }
             chart
                 .configure_series_labels()
@@ -631,8 +783,9 @@ impl Report {
         Ok(path)
     }
 
-    /// Writes everything into `dir`: `results.csv`, `summary.md`, `rate_quality.svg`,
-    /// `report.html` and `crops/`. Returns the paths written.
+    /// Writes everything into `dir`: `results.csv`, `summary.md`, `set_measures.csv` (if
+    /// there are set measures), `rate_quality.svg`, `report.html` and `crops/`. Returns the
+    /// paths written.
     pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let write = |name: &str, text: String| -> Result<PathBuf> {
@@ -645,19 +798,145 @@ impl Report {
             write("results.csv", self.csv())?,
             write("summary.md", self.markdown())?,
         ];
+        let mut links = vec![("results.csv", "CSV"), ("summary.md", "summary")];
+        if !self.set_measures.is_empty() {
+            written.push(write("set_measures.csv", self.set_csv())?);
+            links.push(("set_measures.csv", "MFD/MKD CSV"));
+        }
         let svg = dir.join("rate_quality.svg");
         self.plot_svg(&svg)?;
         written.push(svg);
-        written.push(self.write_html(
-            dir,
-            &[
-                ("results.csv", "CSV"),
-                ("summary.md", "summary"),
-                ("rate_quality.svg", "plot"),
-            ],
-        )?);
+        links.push(("rate_quality.svg", "plot"));
+        written.push(self.write_html(dir, &links)?);
         Ok(written)
     }
+}
+
+/// Runs at fixed codec settings, without rate matching (`mirage eval --fixed`): to check
+/// the classic codecs against published or noted figures for a given setting.
+#[derive(Clone, Debug, Default)]
+pub struct FixedReport {
+    /// One per (image, codec, setting); `target_bpp` is NaN (there is no target).
+    pub rows: Vec<Row>,
+    /// `(name, description)` of each codec, in run order.
+    pub codecs: Vec<(String, String)>,
+    pub images: Vec<String>,
+    pub workers: usize,
+}
+
+impl FixedReport {
+    /// Means per (codec, setting), in run order: `(codec, setting label, means)`.
+    pub fn means(&self) -> Vec<(String, String, MeanPoint)> {
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for r in &self.rows {
+            let key = (r.codec.clone(), r.setting_label.clone());
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        keys.into_iter()
+            .filter_map(|(codec, setting)| {
+                let rows: Vec<&Row> = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.codec == codec && r.setting_label == setting)
+                    .collect();
+                mean_point(f64::NAN, &rows).map(|p| (codec, setting, p))
+            })
+            .collect()
+    }
+
+    pub fn csv(&self) -> String {
+        rows_csv(&self.rows)
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# Fixed settings: {} images\n\nbpp = file bytes × 8 / pixels, whole file. Mean \
+             over the images; PSNR on RGB; MS-SSIM per RGB channel, averaged; speeds are total \
+             megapixels / total wall time of the codec's own process ({} images at once).\n",
+            self.images.len(),
+            self.workers
+        );
+        for (name, description) in &self.codecs {
+            let _ = writeln!(md, "- `{name}`: {description}");
+        }
+        md.push_str(
+            "\n| codec | setting | images | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | butteraugli \
+             | enc MP/s | dec MP/s |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for (codec, setting, p) in self.means() {
+            let butteraugli = p
+                .butteraugli
+                .map_or_else(|| "–".to_string(), |b| format!("{b:.2}"));
+            let _ = writeln!(
+                md,
+                "| {codec} | {setting} | {} | {:.4} | {:.2} | {:.4} | {:.1} | {butteraugli} | \
+                 {:.1} | {:.1} |",
+                p.images, p.bpp, p.psnr, p.ms_ssim, p.ssimulacra2, p.encode_mps, p.decode_mps
+            );
+        }
+        md
+    }
+
+    /// Writes `fixed.csv` and `fixed.md` into `dir`.
+    pub fn write_all(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut written = Vec::new();
+        for (name, text) in [("fixed.csv", self.csv()), ("fixed.md", self.markdown())] {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Rows as CSV, one line per row; missing values are empty, and so is `target_bpp` for
+/// rows at a fixed setting (no target).
+fn rows_csv(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "image,codec,target_bpp,setting,bytes,bpp,psnr,ms_ssim,ssimulacra2,butteraugli,\
+         butteraugli_3norm,encode_s,decode_s,encode_mps,decode_mps,encode_peak_mib,\
+         decode_peak_mib,reached,reach,converged,probes\n",
+    );
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
+    for r in rows {
+        let target = if r.target_bpp.is_finite() {
+            r.target_bpp.to_string()
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{:.6},{:.4},{:.6},{:.4},{},{},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{},{}",
+            csv_field(&r.image),
+            csv_field(&r.codec),
+            target,
+            r.setting,
+            r.bytes,
+            r.bpp,
+            r.psnr,
+            r.ms_ssim,
+            r.ssimulacra2,
+            opt(r.butteraugli),
+            opt(r.butteraugli_3norm),
+            r.encode_s,
+            r.decode_s,
+            r.encode_mps(),
+            r.decode_mps(),
+            opt(r.encode_peak_rss_kib.map(kib_to_mib)),
+            opt(r.decode_peak_rss_kib.map(kib_to_mib)),
+            r.reach.is_reached(),
+            r.reach.label(),
+            r.converged,
+            r.probes,
+        );
+    }
+    out
 }
 
 /// File name of a crop, unique per (image, codec, target).
@@ -771,6 +1050,7 @@ mod tests {
             targets_bpp: targets,
             images: vec!["a.png".into(), "b.png".into(), "c,d.png".into()],
             anchor: Some("x".into()),
+            ..Report::default()
         }
     }
 

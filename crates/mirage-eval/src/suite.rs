@@ -1,17 +1,27 @@
 //! The evaluation loop: every image × codec × target, rate-matched, decoded, measured and
 //! cropped, collected into a [`Report`]. The `mirage eval` command is a thin layer on this.
+//!
+//! Images are independent, so [`EvalOptions::jobs`] workers take one image each at a time
+//! (the classic codecs and butteraugli are single-threaded processes, so two workers keep
+//! two cores busy). Results are put back in image order, so the report does not depend on
+//! the number of workers except for the measured speeds. Set measures (MFD/MKD) need the
+//! decodes of all images of a (codec, target): each decode is reduced to its feature rows
+//! right away and the pixels are dropped, so memory stays at a few images per worker.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::codecs::{load_image, CodecUnderTest};
 use crate::metrics;
-use crate::rate_match::{RateMatcher, DEFAULT_MAX_ITERATIONS};
-use crate::report::{Crop, CropRegion, Report, Row};
+use crate::rate_match::{Encoding, Matched, RateMatcher, Reach, DEFAULT_MAX_ITERATIONS};
+use crate::report::{Crop, CropRegion, FixedReport, Report, Row, SetMeasureInfo, SetRow};
+use crate::set_measure::{FeatureRows, SetMeasure};
 
 /// Default targets: doubling from the very-low-rate regime Mirage is built for (0.03 bpp is
 /// about AVIF's lowest setting on Kodak) up to 1 bpp.
@@ -35,6 +45,8 @@ pub struct EvalOptions {
     pub anchor: Option<String>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Images evaluated at once; 0 = one per available core.
+    pub jobs: usize,
 }
 
 impl Default for EvalOptions {
@@ -48,7 +60,20 @@ impl Default for EvalOptions {
             crop_centre: None,
             anchor: None,
             progress: true,
+            jobs: 0,
         }
+    }
+}
+
+impl EvalOptions {
+    /// The number of workers: [`EvalOptions::jobs`], or the available cores, at most one
+    /// per image.
+    pub fn workers(&self, images: usize) -> usize {
+        let jobs = match self.jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        jobs.clamp(1, images.max(1))
     }
 }
 
@@ -86,18 +111,9 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// Runs every codec on every image at every target and collects the measurements.
-///
-/// Fails before any work if a codec's tools are missing (listing all of them), and names the
-/// image, codec and target of any later failure.
-pub fn run(
-    codecs: &[&dyn CodecUnderTest],
-    images: &[PathBuf],
-    options: &EvalOptions,
-) -> Result<Report> {
-    if codecs.is_empty() || images.is_empty() || options.targets_bpp.is_empty() {
-        bail!("nothing to evaluate: need at least one codec, image and target");
-    }
+/// Fails before any work if a codec's tools (or butteraugli) are missing, listing all of
+/// them with their install commands.
+fn check_tools(codecs: &[&dyn CodecUnderTest], options: &EvalOptions) -> Result<()> {
     let mut missing: Vec<String> = codecs
         .iter()
         .filter_map(|c| c.check_available().err().map(|e| format!("{e}")))
@@ -109,8 +125,89 @@ pub fn run(
     }
     if !missing.is_empty() {
         missing.dedup();
-        bail!("missing tools:\n  {}", missing.join("\n  "));
+        // One line, as the command line prints errors.
+        bail!("missing tools: {}", missing.join("; "));
     }
+    Ok(())
+}
+
+fn progress_bar(total: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `work(i)` for every `i < n` on `workers` threads, results in index order. Stops handing
+/// out new indices after the first failure and returns the failure of the lowest index.
+fn parallel_map<T: Send>(
+    n: usize,
+    workers: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<T>>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let result = work(i);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::with_capacity(n);
+    for result in results {
+        match result {
+            Some(r) => out.push(r?),
+            // Only indices after a failure are left undone; the failure comes first.
+            None => bail!("evaluation stopped after an error"),
+        }
+    }
+    Ok(out)
+}
+
+/// What one image contributed: its rows (codec-major, then target), its crops, and the
+/// feature rows of the set measures (`features[measure]` of the original; of each decode
+/// that reached its target, `decoded[codec * targets + target][measure]`).
+struct ImageOutcome {
+    rows: Vec<Row>,
+    crops: Vec<Crop>,
+    original_features: Vec<FeatureRows>,
+    decoded_features: Vec<Option<Vec<FeatureRows>>>,
+}
+
+/// Runs every codec on every image at every target and collects the measurements, and the
+/// set measures of every (codec, target) over the images that reached the target.
+///
+/// Fails before any work if a codec's tools are missing (listing all of them), and names the
+/// image, codec and target of any later failure.
+pub fn run(
+    codecs: &[&dyn CodecUnderTest],
+    images: &[PathBuf],
+    set_measures: &[&dyn SetMeasure],
+    options: &EvalOptions,
+) -> Result<Report> {
+    if codecs.is_empty() || images.is_empty() || options.targets_bpp.is_empty() {
+        bail!("nothing to evaluate: need at least one codec, image and target");
+    }
+    check_tools(codecs, options)?;
     let anchor = options.anchor.clone().unwrap_or_else(|| codecs[0].name());
     if !codecs.iter().any(|c| c.name() == anchor) {
         bail!("anchor codec `{anchor}` is not among the codecs evaluated");
@@ -126,29 +223,14 @@ pub fn run(
         bail!("crop image {unknown} is not among the images evaluated");
     }
 
-    let total = (images.len() * codecs.len() * options.targets_bpp.len()) as u64;
-    let bar = if options.progress {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} eta {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
-    let mut report = Report {
-        codecs: codecs.iter().map(|c| (c.name(), c.description())).collect(),
-        targets_bpp: options.targets_bpp.clone(),
-        images: names.clone(),
-        anchor: Some(anchor),
-        ..Report::default()
-    };
-    for (path, name) in images.iter().zip(&names) {
+    let targets = &options.targets_bpp;
+    let bar = progress_bar(
+        (images.len() * codecs.len() * targets.len()) as u64,
+        options.progress,
+    );
+    let workers = options.workers(images.len());
+    let outcomes = parallel_map(images.len(), workers, |i| {
+        let (path, name) = (&images[i], &names[i]);
         let img = load_image(path)?;
         let crop = crop_names.contains(name).then(|| {
             CropRegion::square(
@@ -158,8 +240,15 @@ pub fn run(
                 options.crop_centre,
             )
         });
+        let mut outcome = ImageOutcome {
+            rows: Vec::new(),
+            crops: Vec::new(),
+            original_features: set_features(set_measures, &img)
+                .with_context(|| format!("{name}: set measure of the original"))?,
+            decoded_features: Vec::new(),
+        };
         if let Some(region) = crop {
-            report.crops.push(Crop {
+            outcome.crops.push(Crop {
                 image: name.clone(),
                 codec: None,
                 target_bpp: None,
@@ -170,12 +259,19 @@ pub fn run(
         for &codec in codecs {
             let mut matcher =
                 RateMatcher::new(codec, &img).with_max_iterations(options.max_iterations);
-            for &target in &options.targets_bpp {
+            for &target in targets {
                 bar.set_message(format!("{name} {} {target} bpp", codec.name()));
-                let (row, decoded) = measure(codec, &mut matcher, &img, name, target, options)
-                    .with_context(|| format!("{name}: codec {} at {target} bpp", codec.name()))?;
+                let context = || format!("{name}: codec {} at {target} bpp", codec.name());
+                let matched = matcher.encode_at_bpp(target).with_context(context)?;
+                let (row, decoded) =
+                    score(codec, &img, name, &matched, options).with_context(context)?;
+                let features = if row.reach.is_reached() {
+                    Some(set_features(set_measures, &decoded).with_context(context)?)
+                } else {
+                    None
+                };
                 if let Some(region) = crop {
-                    report.crops.push(Crop {
+                    outcome.crops.push(Crop {
                         image: name.clone(),
                         codec: Some(codec.name()),
                         target_bpp: Some(target),
@@ -183,25 +279,192 @@ pub fn run(
                         pixels: region.cut(&decoded),
                     });
                 }
-                report.rows.push(row);
+                outcome.rows.push(row);
+                outcome.decoded_features.push(features);
                 bar.inc(1);
             }
         }
-    }
+        Ok(outcome)
+    });
     bar.finish_and_clear();
+    let outcomes = outcomes?;
+
+    let mut report = Report {
+        codecs: codecs.iter().map(|c| (c.name(), c.description())).collect(),
+        targets_bpp: targets.clone(),
+        images: names,
+        anchor: Some(anchor),
+        set_measures: set_measures
+            .iter()
+            .map(|m| SetMeasureInfo {
+                title: m.title(),
+                description: m.description(),
+                columns: m.columns(),
+            })
+            .collect(),
+        workers,
+        ..Report::default()
+    };
+    if !set_measures.is_empty() {
+        for (c, codec) in codecs.iter().enumerate() {
+            for (t, &target) in targets.iter().enumerate() {
+                let group = c * targets.len() + t;
+                report.set_rows.push(set_row(
+                    set_measures,
+                    &outcomes,
+                    group,
+                    codec.name(),
+                    target,
+                ));
+            }
+        }
+    }
+    for outcome in outcomes {
+        report.rows.extend(outcome.rows);
+        report.crops.extend(outcome.crops);
+    }
     Ok(report)
 }
 
-/// Rate-matches, decodes and scores one (image, codec, target).
-fn measure(
+/// The feature rows of one image for each set measure.
+fn set_features(measures: &[&dyn SetMeasure], img: &RgbImage) -> Result<Vec<FeatureRows>> {
+    measures.iter().map(|m| m.features(img)).collect()
+}
+
+/// The set measures of one (codec, target) group over the images that reached the target.
+fn set_row(
+    measures: &[&dyn SetMeasure],
+    outcomes: &[ImageOutcome],
+    group: usize,
+    codec: String,
+    target_bpp: f64,
+) -> SetRow {
+    let in_set: Vec<(&ImageOutcome, &Vec<FeatureRows>)> = outcomes
+        .iter()
+        .filter_map(|o| o.decoded_features[group].as_ref().map(|f| (o, f)))
+        .collect();
+    let bpp = in_set.iter().map(|(o, _)| o.rows[group].bpp).sum::<f64>() / in_set.len() as f64;
+    let mut row = SetRow {
+        codec,
+        target_bpp,
+        images: outcomes.len(),
+        reached: in_set.len(),
+        bpp,
+        values: Vec::new(),
+        notes: Vec::new(),
+    };
+    for (m, measure) in measures.iter().enumerate() {
+        let columns = measure.columns().len();
+        let values = if in_set.is_empty() {
+            Err(anyhow!("no image reached the target"))
+        } else {
+            FeatureRows::concat(in_set.iter().map(|(o, _)| &o.original_features[m])).and_then(
+                |originals| {
+                    let decoded = FeatureRows::concat(in_set.iter().map(|(_, f)| &f[m]))?;
+                    measure.distance(&originals, &decoded)
+                },
+            )
+        };
+        match values {
+            Ok(v) if v.len() == columns => row.values.extend(v.into_iter().map(Some)),
+            Ok(v) => {
+                row.notes.push(format!(
+                    "{} gave {} values for {columns} columns",
+                    measure.title(),
+                    v.len()
+                ));
+                row.values.extend(std::iter::repeat_n(None, columns));
+            }
+            Err(e) => {
+                row.notes.push(format!("{}: {e:#}", measure.title()));
+                row.values.extend(std::iter::repeat_n(None, columns));
+            }
+        }
+    }
+    row
+}
+
+/// Runs each codec at fixed settings on every image (no rate matching): `points` pairs a
+/// codec with one of its settings. For checking codecs against noted or published figures.
+pub fn run_fixed(
+    points: &[(&dyn CodecUnderTest, f64)],
+    images: &[PathBuf],
+    options: &EvalOptions,
+) -> Result<FixedReport> {
+    if points.is_empty() || images.is_empty() {
+        bail!("nothing to evaluate: need at least one codec setting and image");
+    }
+    let mut codecs: Vec<&dyn CodecUnderTest> = Vec::new();
+    for &(codec, setting) in points {
+        let range = codec.settings();
+        if !(range.min..=range.max).contains(&setting) {
+            bail!(
+                "setting {setting} of {} is outside its range {}..={}",
+                codec.name(),
+                range.min,
+                range.max
+            );
+        }
+        if !codecs.iter().any(|c| c.name() == codec.name()) {
+            codecs.push(codec);
+        }
+    }
+    check_tools(&codecs, options)?;
+    let names: Vec<String> = images.iter().map(|p| file_name(p)).collect();
+    let bar = progress_bar((images.len() * points.len()) as u64, options.progress);
+    let workers = options.workers(images.len());
+    let per_image = parallel_map(images.len(), workers, |i| {
+        let name = &names[i];
+        let img = load_image(&images[i])?;
+        let pixels = f64::from(img.width()) * f64::from(img.height());
+        let mut rows = Vec::new();
+        for &(codec, setting) in points {
+            let label = codec.format_setting(setting);
+            bar.set_message(format!("{name} {} {label}", codec.name()));
+            let context = || format!("{name}: codec {} at {label}", codec.name());
+            let start = Instant::now();
+            let bytes = codec.encode(&img, setting).with_context(context)?;
+            let caller_s = start.elapsed().as_secs_f64();
+            let stats = codec.last_call_stats();
+            let matched = Matched {
+                target_bpp: f64::NAN,
+                encoding: Encoding {
+                    setting,
+                    bpp: bytes.len() as f64 * 8.0 / pixels,
+                    bytes,
+                    encode_s: stats.map_or(caller_s, |s| s.wall_s),
+                    encode_peak_rss_kib: stats.and_then(|s| s.peak_rss_kib),
+                },
+                reach: Reach::Reached,
+                converged: true,
+                encodes: 1,
+            };
+            rows.push(
+                score(codec, &img, name, &matched, options)
+                    .with_context(context)?
+                    .0,
+            );
+            bar.inc(1);
+        }
+        Ok(rows)
+    });
+    bar.finish_and_clear();
+    Ok(FixedReport {
+        rows: per_image?.into_iter().flatten().collect(),
+        codecs: codecs.iter().map(|c| (c.name(), c.description())).collect(),
+        images: names,
+        workers,
+    })
+}
+
+/// Decodes and scores one encoding of `img`.
+fn score(
     codec: &dyn CodecUnderTest,
-    matcher: &mut RateMatcher,
     img: &RgbImage,
     name: &str,
-    target: f64,
+    matched: &Matched,
     options: &EvalOptions,
 ) -> Result<(Row, RgbImage)> {
-    let matched = matcher.encode_at_bpp(target)?;
     let encoding = &matched.encoding;
     let start = Instant::now();
     let decoded = codec.decode(&encoding.bytes)?;
@@ -234,7 +497,7 @@ fn measure(
     let row = Row {
         image: name.to_string(),
         codec: codec.name(),
-        target_bpp: target,
+        target_bpp: matched.target_bpp,
         setting: encoding.setting,
         setting_label: codec.format_setting(encoding.setting),
         bytes: encoding.bytes.len(),
@@ -254,4 +517,247 @@ fn measure(
         probes: matched.encodes,
     };
     Ok((row, decoded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codecs::{MoreBits, SettingRange, Tool};
+
+    /// A lossless fake codec: the file is a 8-byte size header, the raw pixels and `setting`
+    /// bytes of padding, so the rate is known exactly; with `blur`, the decoder returns a
+    /// 3×3 box blur of the image instead.
+    struct Raw {
+        name: &'static str,
+        blur: bool,
+        missing_tool: bool,
+    }
+
+    impl Raw {
+        fn new(name: &'static str, blur: bool) -> Self {
+            Raw {
+                name,
+                blur,
+                missing_tool: false,
+            }
+        }
+    }
+
+    impl CodecUnderTest for Raw {
+        fn name(&self) -> String {
+            self.name.into()
+        }
+        fn settings(&self) -> SettingRange {
+            SettingRange {
+                min: 0.0,
+                max: 400.0,
+                step: 1.0,
+                more_bits: MoreBits::HigherSetting,
+            }
+        }
+        fn encode(&self, img: &RgbImage, setting: f64) -> Result<Vec<u8>> {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&img.width().to_le_bytes());
+            bytes.extend_from_slice(&img.height().to_le_bytes());
+            bytes.extend_from_slice(img.as_raw());
+            bytes.resize(bytes.len() + setting as usize, 0);
+            Ok(bytes)
+        }
+        fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
+            let w = u32::from_le_bytes(bytes[0..4].try_into()?);
+            let h = u32::from_le_bytes(bytes[4..8].try_into()?);
+            let len = (w * h * 3) as usize;
+            let img = RgbImage::from_raw(w, h, bytes[8..8 + len].to_vec()).context("size")?;
+            Ok(if self.blur {
+                image::imageops::blur(&img, 1.5)
+            } else {
+                img
+            })
+        }
+        fn check_available(&self) -> Result<()> {
+            if self.missing_tool {
+                Tool::new("surely-not-an-installed-encoder", "some-codec-package").locate()?;
+            }
+            Ok(())
+        }
+    }
+
+    /// A set measure with one feature row per image: mean |horizontal difference| (detail)
+    /// and mean value. The distance is the mean absolute difference of the detail column.
+    struct Detail;
+
+    impl SetMeasure for Detail {
+        fn title(&self) -> String {
+            "Detail distance".into()
+        }
+        fn description(&self) -> String {
+            "Test measure.".into()
+        }
+        fn columns(&self) -> Vec<String> {
+            vec!["detail".into(), "rows".into()]
+        }
+        fn features(&self, img: &RgbImage) -> Result<FeatureRows> {
+            let (mut detail, mut sum) = (0.0, 0.0);
+            for y in 0..img.height() {
+                for x in 0..img.width() {
+                    let v = f64::from(img.get_pixel(x, y)[0]);
+                    sum += v;
+                    if x > 0 {
+                        detail += (v - f64::from(img.get_pixel(x - 1, y)[0])).abs();
+                    }
+                }
+            }
+            let n = f64::from(img.width() * img.height());
+            FeatureRows::new(2, vec![detail / n, sum / n])
+        }
+        fn distance(&self, originals: &FeatureRows, decoded: &FeatureRows) -> Result<Vec<f64>> {
+            let rows = originals.rows();
+            let d: f64 = (0..rows)
+                .map(|i| (originals.values[2 * i] - decoded.values[2 * i]).abs())
+                .sum();
+            Ok(vec![d / rows as f64, rows as f64])
+        }
+    }
+
+    /// Writes `n` textured `size`×`size` PNGs into a temporary folder.
+    fn images(n: u32, size: u32) -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = (0..n)
+            .map(|i| {
+                let img = RgbImage::from_fn(size, size, |x, y| {
+                    let v = ((x * (7 + i) + y * 13 + (x * y) % 17) % 256) as u8;
+                    image::Rgb([v, v / 2, 255 - v])
+                });
+                let path = dir.path().join(format!("img{i}.png"));
+                img.save(&path).unwrap();
+                path
+            })
+            .collect();
+        (dir, paths)
+    }
+
+    fn options(targets: &[f64], jobs: usize) -> EvalOptions {
+        EvalOptions {
+            targets_bpp: targets.to_vec(),
+            butteraugli: false,
+            progress: false,
+            jobs,
+            ..EvalOptions::default()
+        }
+    }
+
+    #[test]
+    fn set_measure_is_reported_per_codec_and_target_and_separates_codecs() {
+        let (_dir, paths) = images(3, 16);
+        let (raw, blurred) = (Raw::new("raw", false), Raw::new("blurred", true));
+        let codecs: Vec<&dyn CodecUnderTest> = vec![&raw, &blurred];
+        // 16×16 pixels: the raw file is 776 bytes = 24.25 bpp, + 1/32 bpp per setting step.
+        // 10 bpp is below the lowest rate, so no image is in that set.
+        let report = run(&codecs, &paths, &[&Detail], &options(&[10.0, 30.0], 2)).unwrap();
+        assert_eq!(report.rows.len(), 3 * 2 * 2);
+        assert_eq!(report.set_rows.len(), 2 * 2);
+        let at = |codec: &str, target: f64| {
+            report
+                .set_rows
+                .iter()
+                .find(|r| r.codec == codec && r.target_bpp == target)
+                .unwrap()
+        };
+        let (raw30, blurred30) = (at("raw", 30.0), at("blurred", 30.0));
+        assert_eq!((raw30.reached, raw30.images), (3, 3));
+        assert_eq!(raw30.values, vec![Some(0.0), Some(3.0)]);
+        assert!(blurred30.values[0].unwrap() > 1.0, "{blurred30:?}");
+        // Unreached: no values, and the reason is given.
+        let raw10 = at("raw", 10.0);
+        assert_eq!(raw10.reached, 0);
+        assert_eq!(raw10.values, vec![None, None]);
+        assert!(raw10.notes[0].contains("no image reached"), "{raw10:?}");
+        let md = report.markdown();
+        assert!(md.contains("## Detail distance"), "{md}");
+        assert!(md.contains("| raw | 30 | 3/3 |"), "{md}");
+        assert!(md.contains("| raw | 10 | 0/3 | – | – | – |"), "{md}");
+        let csv = report.set_csv();
+        assert!(
+            csv.starts_with("codec,target_bpp,images,reached,bpp,detail,rows,notes\n"),
+            "{csv}"
+        );
+        assert!(csv.contains("\nraw,30,3,3,"), "{csv}");
+        // The unreached rows are kept, in the CSV and in the Markdown.
+        assert!(report.csv().contains(",false,below_lowest_rate,"));
+        assert!(md.contains("below the lowest reachable rate"), "{md}");
+        let dir = tempfile::tempdir().unwrap();
+        report.write_all(dir.path()).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("rate_quality.svg")).unwrap();
+        assert!(
+            svg.contains("detail vs bpp"),
+            "plot panel for the set measure"
+        );
+        assert!(dir.path().join("set_measures.csv").exists());
+    }
+
+    #[test]
+    fn workers_do_not_change_the_results() {
+        let (_dir, paths) = images(5, 16);
+        let (raw, blurred) = (Raw::new("raw", false), Raw::new("blurred", true));
+        let codecs: Vec<&dyn CodecUnderTest> = vec![&raw, &blurred];
+        let one = run(&codecs, &paths, &[&Detail], &options(&[25.0, 30.0], 1)).unwrap();
+        let three = run(&codecs, &paths, &[&Detail], &options(&[25.0, 30.0], 3)).unwrap();
+        assert_eq!(three.workers, 3);
+        let key = |r: &Row| (r.image.clone(), r.codec.clone(), r.bytes, r.psnr.to_bits());
+        let keys = |report: &Report| report.rows.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&one), keys(&three));
+        assert_eq!(one.set_rows, three.set_rows);
+        assert_eq!(one.crops, three.crops);
+    }
+
+    #[test]
+    fn missing_tool_is_named_with_its_install_command_before_any_work() {
+        let (_dir, paths) = images(1, 16);
+        let codec = Raw {
+            missing_tool: true,
+            ..Raw::new("raw", false)
+        };
+        let err = run(&[&codec], &paths, &[], &options(&[30.0], 1)).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("apt-get install -y some-codec-package"),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+
+    #[test]
+    fn unreadable_image_is_named() {
+        let (dir, mut paths) = images(2, 16);
+        let junk = dir.path().join("junk.png");
+        std::fs::write(&junk, b"not an image").unwrap();
+        paths.push(junk);
+        let codec = Raw::new("raw", false);
+        let err = run(&[&codec], &paths, &[], &options(&[30.0], 2)).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("junk.png"), "{message}");
+    }
+
+    #[test]
+    fn fixed_settings_are_run_as_given() {
+        let (_dir, paths) = images(2, 16);
+        let codec = Raw::new("raw", false);
+        let report = run_fixed(&[(&codec, 0.0), (&codec, 32.0)], &paths, &options(&[], 2)).unwrap();
+        assert_eq!(report.rows.len(), 4);
+        let means = report.means();
+        assert_eq!(means.len(), 2);
+        assert_eq!((means[0].1.as_str(), means[1].1.as_str()), ("0", "32"));
+        // 776 bytes and 808 bytes over 256 pixels.
+        assert!((means[0].2.bpp - 24.25).abs() < 1e-12);
+        assert!((means[1].2.bpp - 25.25).abs() < 1e-12);
+        assert!(report.markdown().contains("| raw | 32 | 2 | 25.2500 |"));
+        // No target: the CSV cell is empty.
+        assert!(
+            report.csv().contains("img0.png,raw,,0,776,"),
+            "{}",
+            report.csv()
+        );
+        let err = run_fixed(&[(&codec, 500.0)], &paths, &options(&[], 1)).unwrap_err();
+        assert!(err.to_string().contains("outside its range"), "{err}");
+    }
 }

@@ -1,44 +1,94 @@
-//! Mirage as a codec under test in the evaluation suite (`mirage-eval`), so that it is
-//! rate-matched, measured and reported exactly like the classic codecs.
+//! Mirage in the evaluation suite (`mirage-eval`): as a codec under test, so that it is
+//! rate-matched, measured and reported exactly like the classic codecs, and its realism
+//! measure (MFD/MKD) as a set measure of every codec's decodes.
+//!
+//! The suite evaluates several images at once. libtorch work here (Mirage's networks, the
+//! realism extractor) runs one call at a time under [`TORCH`]: the networks already use
+//! every core, and Mirage's peak-memory measurement needs the process to itself.
 
-use crate::codec::{Codec, RateTarget};
+use crate::codec::{Analysis, Codec};
 use crate::model_file::id_hex;
+use crate::realism_measure::RealismMeasure;
 use anyhow::Result;
 use image::RgbImage;
-use mirage_eval::codecs::{CallStats, MoreBits, SettingRange};
-use mirage_eval::CodecUnderTest;
-use std::sync::Mutex;
+use mirage_eval::codecs::{CallStats, LastCallStats, MoreBits, SettingRange};
+use mirage_eval::{CodecUnderTest, FeatureRows, SetMeasure};
+use mirage_format::RATE_MAX;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Held during every libtorch call made by the evaluation (see the module docs).
+static TORCH: Mutex<()> = Mutex::new(());
+
+fn torch_lock() -> MutexGuard<'static, ()> {
+    TORCH.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub struct MirageUnderTest {
-    pub codec: Codec,
-    last_call: Mutex<Option<CallStats>>,
+    /// Behind a mutex because tensors are `Send` but not `Sync`; calls are serialised by
+    /// [`TORCH`] anyway.
+    codec: Mutex<Codec>,
+    /// The analyses of the last few images encoded, most recent last (see
+    /// [`MirageUnderTest::encode`]).
+    analyses: Mutex<Vec<CachedAnalysis>>,
+    last_call: LastCallStats,
+}
+
+/// Images whose analysis is kept: one per evaluation worker is enough, a few more cost
+/// about 1 MB each.
+const CACHED_ANALYSES: usize = 4;
+
+struct CachedAnalysis {
+    key: u64,
+    analysis: Analysis,
+    /// What computing it cost, charged to every encode that uses it.
+    stats: CallStats,
+}
+
+/// Identifies an image by its size and a hash of its pixels.
+fn image_key(img: &RgbImage) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    img.dimensions().hash(&mut hasher);
+    img.as_raw().hash(&mut hasher);
+    hasher.finish()
 }
 
 impl MirageUnderTest {
     pub fn new(codec: Codec) -> MirageUnderTest {
         MirageUnderTest {
-            codec,
-            last_call: Mutex::new(None),
+            codec: Mutex::new(codec),
+            analyses: Mutex::new(Vec::new()),
+            last_call: LastCallStats::default(),
         }
     }
 
-    /// Runs one codec call and records its wall time and the process's peak resident
-    /// memory during it. Mirage runs in this process, so the peak is measured by
+    fn codec(&self) -> MutexGuard<'_, Codec> {
+        self.codec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one piece of a codec call and measures its wall time and the process's peak
+    /// resident memory during it. Mirage runs in this process, so the peak is measured by
     /// resetting Linux's high-water mark (`/proc/self/clear_refs`, "5") before the call
     /// and reading `VmHWM` after it; it includes the loaded models, as a `mirage`
-    /// process would. Elsewhere the peak is left unknown.
-    fn measured<T>(&self, call: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// process would (and whatever another evaluation worker allocates meanwhile outside
+    /// libtorch: metric buffers, tens of MB). Elsewhere the peak is left unknown. The
+    /// caller holds [`TORCH`].
+    fn measure<T>(call: impl FnOnce() -> Result<T>) -> Result<(T, CallStats)> {
         let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
         let start = Instant::now();
         let out = call()?;
         let wall_s = start.elapsed().as_secs_f64();
         let peak_rss_kib = reset.then(peak_rss_kib).flatten();
-        *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Some(CallStats {
-            wall_s,
-            peak_rss_kib,
-        });
-        Ok(out)
+        Ok((
+            out,
+            CallStats {
+                wall_s,
+                peak_rss_kib,
+            },
+        ))
     }
 }
 
@@ -57,7 +107,7 @@ impl CodecUnderTest for MirageUnderTest {
     fn description(&self) -> String {
         format!(
             "Mirage mean-scale hyperprior (model {}), --quality 0..100",
-            id_hex(&self.codec.id())
+            id_hex(&self.codec().id())
         )
     }
 
@@ -70,19 +120,122 @@ impl CodecUnderTest for MirageUnderTest {
         }
     }
 
+    /// `mirage encode --quality q`: the analysis transform, then coding at the rate
+    /// setting. The rate search encodes one image at many settings, so the analysis of
+    /// recent images is kept and reused; its time is still charged to every encode (and
+    /// its peak memory counted), so the reported figures are those of a full encode. The
+    /// file is the same as `Codec::compress` gives.
     fn encode(&self, img: &RgbImage, setting: f64) -> Result<Vec<u8>> {
-        self.measured(|| Ok(self.codec.compress(img, RateTarget::Quality(setting))?.0))
+        if !(0.0..=100.0).contains(&setting) {
+            anyhow::bail!("quality {setting} is outside 0..100");
+        }
+        let rate = (setting / 100.0 * f64::from(RATE_MAX)).round() as u16;
+        let _torch = torch_lock();
+        let codec = self.codec();
+        let key = image_key(img);
+        let mut analyses = self.analyses.lock().unwrap_or_else(|e| e.into_inner());
+        let index = match analyses.iter().position(|c| c.key == key) {
+            Some(i) => i,
+            None => {
+                let (analysis, stats) = Self::measure(|| Ok(codec.analyse(img)?))?;
+                if analyses.len() == CACHED_ANALYSES {
+                    analyses.remove(0);
+                }
+                analyses.push(CachedAnalysis {
+                    key,
+                    analysis,
+                    stats,
+                });
+                analyses.len() - 1
+            }
+        };
+        let cached = &analyses[index];
+        let ((bytes, _), coding) =
+            Self::measure(|| Ok(codec.encode_analysis(&cached.analysis, rate)?))?;
+        self.last_call.record(CallStats {
+            wall_s: cached.stats.wall_s + coding.wall_s,
+            peak_rss_kib: cached.stats.peak_rss_kib.max(coding.peak_rss_kib),
+        });
+        Ok(bytes)
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
-        self.measured(|| Ok(self.codec.decompress(bytes)?.0))
+        let _torch = torch_lock();
+        let codec = self.codec();
+        let ((decoded, _), stats) = Self::measure(|| Ok(codec.decompress(bytes)?))?;
+        self.last_call.record(stats);
+        Ok(decoded)
     }
 
     fn last_call_stats(&self) -> Option<CallStats> {
-        *self.last_call.lock().unwrap_or_else(|e| e.into_inner())
+        self.last_call.get()
     }
 
     fn format_setting(&self, setting: f64) -> String {
         format!("q{setting:.1}")
+    }
+}
+
+/// MFD and MKD (Mirage's realism measure, `crate::realism_measure`) as a set measure of the
+/// evaluation: every decode is cut into the HiFiC patches and reduced to its extractor
+/// features at once, and each (codec, target) set is compared with its originals at the end.
+pub struct RealismSetMeasure {
+    measure: Mutex<RealismMeasure>,
+    extractor_id: String,
+}
+
+impl RealismSetMeasure {
+    pub fn new(measure: RealismMeasure) -> RealismSetMeasure {
+        RealismSetMeasure {
+            extractor_id: measure.extractor_id.clone(),
+            measure: Mutex::new(measure),
+        }
+    }
+
+    fn measure(&self) -> MutexGuard<'_, RealismMeasure> {
+        self.measure.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SetMeasure for RealismSetMeasure {
+    fn title(&self) -> String {
+        "MFD/MKD (Mirage feature distance, own extractor)".into()
+    }
+
+    fn description(&self) -> String {
+        let m = self.measure();
+        format!(
+            "MFD (Fréchet distance) and MKD (kernel distance ×1000): the formulas of FID and \
+             KID on the features of Mirage's self-trained realism extractor `{}` (no \
+             ImageNet network), so **not** comparable with FID/KID values anywhere else. \
+             HiFiC patch protocol: {}×{} patches on a grid plus a grid shifted by {} px. With \
+             few patches per set MFD has a large positive bias, so compare only sets with the \
+             same patch count; MKD is unbiased (paired) and can be slightly negative. See \
+             docs/realism-measure.md.",
+            self.extractor_id, m.grid.size, m.grid.size, m.grid.shift
+        )
+    }
+
+    fn columns(&self) -> Vec<String> {
+        vec!["MFD".into(), "MKD ×1000".into()]
+    }
+
+    fn features(&self, img: &RgbImage) -> Result<FeatureRows> {
+        let _torch = torch_lock();
+        let m = self.measure();
+        let features = m.patch_features(&m.grid.cut(img));
+        let dim = features.size()[1] as usize;
+        let values = Vec::<f64>::try_from(features.to_kind(Kind::Double).flatten(0, -1))?;
+        FeatureRows::new(dim, values)
+    }
+
+    fn distance(&self, originals: &FeatureRows, decoded: &FeatureRows) -> Result<Vec<f64>> {
+        let _torch = torch_lock();
+        let as_tensor =
+            |f: &FeatureRows| Tensor::from_slice(&f.values).view([f.rows() as i64, f.dim as i64]);
+        let d = self
+            .measure()
+            .distance_between(&as_tensor(originals), &as_tensor(decoded))?;
+        Ok(vec![d.mfd, d.mkd])
     }
 }

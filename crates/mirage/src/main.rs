@@ -9,7 +9,7 @@ use mirage::codec::{
     RateTarget, Realism,
 };
 use mirage::comparison::{self, Column, KODAK_REGIONS};
-use mirage::evaluation::MirageUnderTest;
+use mirage::evaluation::{MirageUnderTest, RealismSetMeasure};
 use mirage::image_io::{read_image, write_atomically, write_image};
 use mirage::model::realism::RealismConfig;
 use mirage::model::{layers::ConvPrecision, ModelConfig};
@@ -19,7 +19,7 @@ use mirage::realism_measure::{default_extractor_path, validate, RealismMeasure};
 use mirage::train::realism::RealismTrainOptions;
 use mirage::train::{train, TrainOptions};
 use mirage::{metrics, progress};
-use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions};
+use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions, SetMeasure};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -74,6 +74,17 @@ fn parse_realism(s: &str) -> Result<Realism, String> {
             "expected `auto` or a number from 0 to 1, not `{s}`"
         )),
     }
+}
+
+/// One `--fixed` item: `codec:setting`, e.g. `avif:56` or `jxl:15`.
+fn parse_fixed(s: &str) -> Result<(String, f64), String> {
+    let (codec, setting) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected `codec:setting` (e.g. `avif:56`), not `{s}`"))?;
+    let setting: f64 = setting
+        .parse()
+        .map_err(|_| format!("`{setting}` in `{s}` is not a number"))?;
+    Ok((codec.trim().to_string(), setting))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +189,17 @@ enum Command {
         /// Skip butteraugli (about as slow as an encode).
         #[arg(long)]
         no_butteraugli: bool,
+        /// Skip the realism measure (MFD/MKD on Mirage's own extractor).
+        #[arg(long)]
+        no_realism: bool,
+        /// Instead of matching targets, run codecs at fixed settings, e.g.
+        /// `avif:56,webp:0,jpeg:10,jxl:15,heic:15` (writes fixed.csv and fixed.md).
+        #[arg(long, value_delimiter = ',', value_parser = parse_fixed)]
+        fixed: Vec<(String, f64)>,
+        /// Images evaluated at once (default: one per core). Speeds are per codec process,
+        /// but measured while the other workers run; use 1 for speed figures alone.
+        #[arg(long)]
+        jobs: Option<usize>,
         #[arg(long, default_value = "eval-results")]
         out_dir: PathBuf,
     },
@@ -639,18 +661,37 @@ fn run(cli: Cli) -> Result<()> {
             targets,
             anchor,
             no_butteraugli,
+            no_realism,
+            fixed,
+            jobs,
             out_dir,
         } => {
+            // With --fixed, the codecs are those named there.
+            let names: Vec<String> = if fixed.is_empty() {
+                codecs
+            } else {
+                let mut names: Vec<String> = fixed.iter().map(|(c, _)| c.clone()).collect();
+                names.dedup();
+                names
+            };
             let mut classic = vec![];
             let mut mirage_codec = None;
-            for name in &codecs {
+            for name in &names {
                 if name == "mirage" {
-                    mirage_codec = Some(MirageUnderTest::new(load_codec(&models)?));
-                } else {
-                    classic.push(
-                        ClassicCodec::by_name(name)
-                            .with_context(|| format!("unknown codec {name}"))?,
-                    );
+                    if mirage_codec.is_none() {
+                        mirage_codec = Some(MirageUnderTest::new(load_codec(&models)?));
+                    }
+                } else if !classic.iter().any(|c: &ClassicCodec| c.name() == *name) {
+                    classic.push(ClassicCodec::by_name(name).with_context(|| {
+                        format!(
+                            "unknown codec {name} (known: mirage, {})",
+                            ClassicCodec::all()
+                                .iter()
+                                .map(|c| c.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?);
                 }
             }
             let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
@@ -662,6 +703,7 @@ fn run(cli: Cli) -> Result<()> {
                 targets_bpp: targets,
                 butteraugli: !no_butteraugli,
                 anchor: Some(anchor),
+                jobs: jobs.unwrap_or(0),
                 ..EvalOptions::default()
             };
             let paths = if images.is_dir() {
@@ -669,11 +711,49 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 vec![images]
             };
-            let report = suite::run(&under_test, &paths, &options)?;
+            if !fixed.is_empty() {
+                let points: Vec<(&dyn CodecUnderTest, f64)> = fixed
+                    .iter()
+                    .map(|(name, setting)| {
+                        let codec = *under_test
+                            .iter()
+                            .find(|c| c.name() == *name)
+                            .expect("every --fixed codec was loaded above");
+                        (codec, *setting)
+                    })
+                    .collect();
+                let report = suite::run_fixed(&points, &paths, &options)?;
+                for path in report.write_all(&out_dir)? {
+                    eprintln!("wrote {}", path.display());
+                }
+                print!("{}", report.markdown());
+                return Ok(());
+            }
+            let realism = if no_realism {
+                None
+            } else {
+                let path = default_extractor_path();
+                let measure = RealismMeasure::load(&path).with_context(|| {
+                    format!(
+                        "cannot load the realism extractor {} (or pass --no-realism)",
+                        path.display()
+                    )
+                })?;
+                Some(RealismSetMeasure::new(measure))
+            };
+            let set_measures: Vec<&dyn SetMeasure> =
+                realism.iter().map(|m| m as &dyn SetMeasure).collect();
+            let start = std::time::Instant::now();
+            let report = suite::run(&under_test, &paths, &set_measures, &options)?;
             for path in report.write_all(&out_dir)? {
                 eprintln!("wrote {}", path.display());
             }
             print!("{}", report.markdown());
+            eprintln!(
+                "evaluated {} images in {:.1} min",
+                paths.len(),
+                start.elapsed().as_secs_f64() / 60.0
+            );
             Ok(())
         }
         Command::BenchDecoders {
