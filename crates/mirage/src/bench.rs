@@ -429,7 +429,9 @@ pub fn run_predictor(codec: &Codec, images: &Path, targets_bpp: &[f64]) -> Resul
     let regions: Vec<_> = crate::comparison::KODAK_REGIONS
         .iter()
         .filter_map(|r| {
-            let i = paths.iter().position(|p| p.file_stem().is_some_and(|s| s == r.image))?;
+            let i = paths
+                .iter()
+                .position(|p| p.file_stem().is_some_and(|s| s == r.image))?;
             Some((r, &originals[i]))
         })
         .collect();

@@ -75,8 +75,9 @@ pub const KODAK_REGIONS: [Region; 6] = [
 pub enum Column {
     /// The synthesis at hallucination weight w (0: the MSE decode).
     Realism(f32),
-    /// The MSE decode refined by the rectified flow in this many steps (seed 0).
-    Flow(usize),
+    /// The MSE decode refined by the rectified flow in this many steps at this
+    /// temperature (seed 0).
+    Flow(usize, f32),
     /// ConHa: the realism predictor's per-region map, added to the file (which grows
     /// by the map's bytes) and followed by the decoder.
     Auto,
@@ -88,7 +89,7 @@ impl Column {
     pub fn label(&self) -> String {
         match self {
             Column::Realism(w) => format!("w = {w}"),
-            Column::Flow(steps) => format!("flow {steps} steps"),
+            Column::Flow(steps, t) => format!("flow {steps} steps, T {t}"),
             Column::Auto => "ConHa map".into(),
             Column::Fixed => "ConHa-fixed".into(),
         }
@@ -104,7 +105,7 @@ impl Column {
     ) -> crate::error::Result<(RgbImage, usize)> {
         let decoded = match self {
             Column::Realism(w) => codec.decompress_with(bytes, Realism::Weight(*w))?.0,
-            Column::Flow(steps) => codec.decompress_flow(bytes, *steps, 0)?.0,
+            Column::Flow(steps, t) => codec.decompress_flow(bytes, *steps, 0, *t)?.0,
             Column::Fixed => {
                 let w = codec.predictor()?.fixed_weight();
                 codec.decompress_with(bytes, Realism::Weight(w))?.0
@@ -128,11 +129,16 @@ impl Column {
             "fixed" => return Ok(Column::Fixed),
             _ => {}
         }
-        if let Some(steps) = s.strip_prefix("flow") {
-            return steps
-                .parse()
-                .map(Column::Flow)
-                .map_err(|_| format!("expected flowN (N steps), not `{s}`"));
+        if let Some(rest) = s.strip_prefix("flow") {
+            // `flow4` (the default temperature) or `flow4t0.5` (temperature 0.5).
+            let default = crate::codec::DEFAULT_FLOW_TEMPERATURE.to_string();
+            let (steps, t) = rest.split_once('t').unwrap_or((rest, &default));
+            return match (steps.parse(), t.parse::<f32>()) {
+                (Ok(steps), Ok(t)) if (0.0..=1.0).contains(&t) => Ok(Column::Flow(steps, t)),
+                _ => Err(format!(
+                    "expected flowN or flowNtT (N steps, temperature T in 0..1), not `{s}`"
+                )),
+            };
         }
         match s.trim_start_matches('w').parse::<f32>() {
             Ok(w) if (0.0..=1.0).contains(&w) => Ok(Column::Realism(w)),

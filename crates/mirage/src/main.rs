@@ -135,6 +135,9 @@ enum Command {
         /// Seed of the flow decoder's noise (same seed, same pixels).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Scale of the flow decoder's source noise, 0–1: lower invents less detail.
+        #[arg(long, default_value_t = mirage::codec::DEFAULT_FLOW_TEMPERATURE)]
+        temperature: f32,
         #[arg(long)]
         force: bool,
     },
@@ -582,6 +585,7 @@ fn run(cli: Cli) -> Result<()> {
             decoder,
             steps,
             seed,
+            temperature,
             force,
         } => {
             let codec = load_codec(&models)?;
@@ -590,7 +594,7 @@ fn run(cli: Cli) -> Result<()> {
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
                 let (img, _) = match decoder {
                     DecoderChoice::Default => codec.decompress_with(&bytes, realism),
-                    DecoderChoice::Flow => codec.decompress_flow(&bytes, steps, seed),
+                    DecoderChoice::Flow => codec.decompress_flow(&bytes, steps, seed, temperature),
                 }
                 .with_context(|| src.display().to_string())?;
                 write_image(&img, dst, force)?;

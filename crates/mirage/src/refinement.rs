@@ -59,8 +59,15 @@ fn ramp(pos: usize, start: usize, end: usize, size: usize) -> f32 {
     ((from_start.min(from_end) as f32 + 0.5) / OVERLAP as f32).min(1.0)
 }
 
-/// Refines an MSE decode with `steps` Euler steps from the seeded source noise.
-pub fn refine(flow: &FlowRefiner, decoded: &RgbImage, steps: usize, seed: u64) -> Result<RgbImage> {
+/// Refines an MSE decode with `steps` Euler steps from the seeded source noise, scaled
+/// by `temperature` (1: the training distribution, σ = `SOURCE_SCALE`).
+pub fn refine(
+    flow: &FlowRefiner,
+    decoded: &RgbImage,
+    steps: usize,
+    seed: u64,
+    temperature: f32,
+) -> Result<RgbImage> {
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     // Pad to a multiple of 4 (the network's down- and up-sampling) by edge repetition.
     let (pw, ph) = (w.div_ceil(4) * 4, h.div_ceil(4) * 4);
@@ -100,8 +107,13 @@ pub fn refine(flow: &FlowRefiner, decoded: &RgbImage, steps: usize, seed: u64) -
                         }
                         Tensor::from_slice(&part).view([1, 3, (y1 - y0) as i64, (x1 - x0) as i64])
                     };
-                    let out =
-                        tch::no_grad(|| flow.sample(&cut(x), &(cut(noise) * SOURCE_SCALE), steps));
+                    let out = tch::no_grad(|| {
+                        flow.sample(
+                            &cut(x),
+                            &(cut(noise) * (SOURCE_SCALE * temperature as f64)),
+                            steps,
+                        )
+                    });
                     let result = Vec::<f32>::try_from(out.flatten(0, -1));
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())

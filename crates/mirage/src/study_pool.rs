@@ -16,7 +16,7 @@ use std::path::Path;
 pub fn condition_name(column: &Column) -> String {
     match column {
         Column::Realism(w) => format!("mirage-w{w}"),
-        Column::Flow(steps) => format!("mirage-flow{steps}"),
+        Column::Flow(steps, t) => format!("mirage-flow{steps}-t{t}"),
         Column::Auto => "conha-map".into(),
         Column::Fixed => "conha-fixed".into(),
     }

@@ -5,7 +5,6 @@
 use mirage::codec::{attach_realism_map, Realism};
 use mirage::conha::{default_predictor_path, Predictor};
 use mirage::{Codec, RateTarget};
-use mirage_format::realism_map::RealismMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -86,11 +85,18 @@ fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
             .join(format!("../../../shared/data/kodak/{name}.png"));
         let img = mirage::image_io::read_image(&path).unwrap().image;
         let (_, report) = codec.compress(&img, RateTarget::Bpp(0.1)).unwrap();
-        let map = codec.predictor().unwrap().predict(&img, report.rate).unwrap();
+        let map = codec
+            .predictor()
+            .unwrap()
+            .predict(&img, report.rate)
+            .unwrap();
         mirage::conha::region_weight(&map, region.x, region.y, region.size)
     };
     let (face, gravel) = (region_weight("kodim04"), region_weight("kodim13"));
-    assert!(face < gravel, "face w {face:.2}, water and gravel w {gravel:.2}");
+    assert!(
+        face < gravel,
+        "face w {face:.2}, water and gravel w {gravel:.2}"
+    );
 }
 
 #[test]

@@ -25,9 +25,9 @@ fn flow_decode_is_seeded_and_refines_the_mse_decode() {
     let img = sample();
     let (bytes, _) = codec.compress(&img, RateTarget::Quality(15.0)).unwrap();
     let (mse, _) = codec.decompress(&bytes).unwrap();
-    let (a, _) = codec.decompress_flow(&bytes, 2, 1).unwrap();
-    let (b, _) = codec.decompress_flow(&bytes, 2, 1).unwrap();
-    let (c, _) = codec.decompress_flow(&bytes, 2, 2).unwrap();
+    let (a, _) = codec.decompress_flow(&bytes, 2, 1, 1.0).unwrap();
+    let (b, _) = codec.decompress_flow(&bytes, 2, 1, 1.0).unwrap();
+    let (c, _) = codec.decompress_flow(&bytes, 2, 2, 1.0).unwrap();
     assert_eq!((a.width(), a.height()), (img.width(), img.height()));
     assert_eq!(differing(&a, &b), 0, "same seed, same pixels");
     assert!(differing(&a, &c) > 0, "another seed, other detail");
@@ -41,8 +41,13 @@ fn flow_decode_is_seeded_and_refines_the_mse_decode() {
         p_flow > p_mse - 4.0,
         "flow {p_flow:.2} dB, MSE {p_mse:.2} dB"
     );
-    assert!(codec.decompress_flow(&bytes, 0, 1).is_err());
-    assert!(codec.decompress_flow(&bytes, 17, 1).is_err());
+    assert!(codec.decompress_flow(&bytes, 0, 1, 1.0).is_err());
+    assert!(codec.decompress_flow(&bytes, 17, 1, 1.0).is_err());
+    assert!(codec.decompress_flow(&bytes, 2, 1, 1.5).is_err());
+    // At temperature 0 the source noise is gone: the seed no longer matters.
+    let (cold1, _) = codec.decompress_flow(&bytes, 2, 1, 0.0).unwrap();
+    let (cold2, _) = codec.decompress_flow(&bytes, 2, 2, 0.0).unwrap();
+    assert_eq!(cold1.as_raw(), cold2.as_raw());
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn argmin(v: &[f64]) -> usize {
 
 /// Held out from training, for the error report: every fifth training photo.
 fn held_out(image: usize) -> bool {
-    image % 5 == 0
+    image.is_multiple_of(5)
 }
 
 /// Luma `[B, 1, H, W]` of RGB in [0, 1].
