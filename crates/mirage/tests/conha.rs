@@ -71,18 +71,15 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
 }
 
 /// What ConHa is for, on real photos: a face gets less invented detail than water
-/// and gravel (the regions of `mirage crops`; docs/conha.md lists all six, including
-/// the straight edges of kodim08, where the bundled predictor still gives too much).
+/// and gravel. The test images are 256² crops of Kodak around two regions of
+/// `mirage crops` (kodim04 from (128, 256), kodim13 from (256, 256)); docs/conha.md
+/// lists the weights on all six regions, including the straight edges of kodim08,
+/// where the bundled predictor still gives too much.
 #[test]
 fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
     let codec = codec();
-    let region_weight = |name: &str| {
-        let region = mirage::comparison::KODAK_REGIONS
-            .iter()
-            .find(|r| r.image == name)
-            .unwrap();
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("../../../shared/data/kodak/{name}.png"));
+    let weight = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.png"));
         let img = mirage::image_io::read_image(&path).unwrap().image;
         let (_, report) = codec.compress(&img, RateTarget::Bpp(0.1)).unwrap();
         let map = codec
@@ -90,9 +87,9 @@ fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
             .unwrap()
             .predict(&img, report.rate)
             .unwrap();
-        mirage::conha::region_weight(&map, region.x, region.y, region.size)
+        map.mean_weight()
     };
-    let (face, gravel) = (region_weight("kodim04"), region_weight("kodim13"));
+    let (face, gravel) = (weight("kodim04-face"), weight("kodim13-gravel"));
     assert!(
         face < gravel,
         "face w {face:.2}, water and gravel w {gravel:.2}"
