@@ -72,8 +72,15 @@ fn distance_command_explains_bad_input() {
         "/nonexistent.safetensors",
     ]);
     assert!(err.contains("train one with"), "{err}");
-    // The only test image is 200×136: no 256×256 patch fits.
-    let err = fails(&["distance", data, data]);
+    // A folder with one 200×136 image: no 256×256 patch fits.
+    let small = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        Path::new(data).join("kodim23-crop.png"),
+        small.path().join("kodim23-crop.png"),
+    )
+    .unwrap();
+    let small = small.path().to_str().unwrap();
+    let err = fails(&["distance", small, small]);
     assert!(err.contains("at least 2 patches"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let err = fails(&["distance", data, empty.path().to_str().unwrap()]);
