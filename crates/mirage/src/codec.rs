@@ -279,7 +279,8 @@ impl Codec {
         Ok(codec)
     }
 
-    fn check_base(&self, file: &DecoderFile, path: &Path) -> Result<()> {
+    /// Refuses an add-on file (generator, flow, predictor) made for another model.
+    pub(crate) fn check_base(&self, file: &DecoderFile, path: &Path) -> Result<()> {
         if file.base_model != id_hex(&self.id) {
             return Err(MirageError::InvalidModel {
                 path: path.to_owned(),

@@ -10,7 +10,7 @@ use crate::codec::{
 };
 use crate::error::{MirageError, Result};
 use crate::model::predictor::RealismPredictor;
-use crate::model_file::{id_hex, DecoderFile, PREDICTOR_FORMAT_NAME};
+use crate::model_file::{DecoderFile, PREDICTOR_FORMAT_NAME};
 use image::RgbImage;
 use mirage_format::realism_map::{RealismMap, CELL, LEVELS};
 use mirage_format::RATE_MAX;
@@ -38,16 +38,7 @@ impl Predictor {
     /// Loads a predictor trained for `codec`'s model.
     pub fn load(path: &Path, codec: &Codec) -> Result<Predictor> {
         let file = DecoderFile::load(path, PREDICTOR_FORMAT_NAME)?;
-        if file.base_model != id_hex(&codec.id()) {
-            return Err(MirageError::InvalidModel {
-                path: path.to_owned(),
-                reason: format!(
-                    "it was trained for model {}, but the loaded model is {}",
-                    file.base_model,
-                    id_hex(&codec.id())
-                ),
-            });
-        }
+        codec.check_base(&file, path)?;
         let fixed_level = file
             .text("fixed_level")
             .and_then(|v| v.parse::<u8>().ok())
