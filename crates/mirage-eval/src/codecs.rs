@@ -314,7 +314,7 @@ pub(crate) fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
 }
 
 /// Writes a binary PPM (P6), the input `cjpeg` 2.1 reads (it has no PNG reader).
-fn write_ppm(img: &RgbImage, path: &Path) -> Result<()> {
+pub(crate) fn write_ppm(img: &RgbImage, path: &Path) -> Result<()> {
     let mut file = std::io::BufWriter::new(File::create(path)?);
     write!(file, "P6\n{} {}\n255\n", img.width(), img.height())?;
     file.write_all(img.as_raw())?;

@@ -40,7 +40,8 @@ pub use codecs::{
 };
 pub use rate_match::{encode_at_bpp, Encoding, Matched, RateMatcher, Reach};
 pub use report::{
-    Crop, CropRegion, FixedReport, MeanPoint, Metric, Report, Row, SetMeasureInfo, SetRow,
+    BdRateSummary, Crop, CropRegion, FixedReport, MeanPoint, Metric, Report, Row, SetMeasureInfo,
+    SetRow, StageSeconds,
 };
 pub use set_measure::{FeatureRows, SetMeasure};
 pub use suite::{EvalOptions, DEFAULT_TARGETS_BPP};

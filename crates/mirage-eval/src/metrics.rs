@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 
-use crate::codecs::{write_png, Tool};
+use crate::codecs::{write_ppm, Tool};
 
 fn check_same_size(a: &RgbImage, b: &RgbImage) -> Result<()> {
     if a.dimensions() != b.dimensions() {
@@ -112,43 +112,6 @@ impl Plane {
         }
         Plane { w, h, data }
     }
-
-    /// Separable "valid" convolution with a symmetric kernel: output is
-    /// `(w - k + 1) x (h - k + 1)`.
-    fn filter_valid(&self, kernel: &[f64]) -> Plane {
-        let k = kernel.len();
-        let (ow, oh) = (self.w + 1 - k, self.h + 1 - k);
-        let mut rows = vec![0.0; ow * self.h];
-        for y in 0..self.h {
-            let row = &self.data[y * self.w..(y + 1) * self.w];
-            for x in 0..ow {
-                rows[y * ow + x] = kernel.iter().zip(&row[x..x + k]).map(|(a, b)| a * b).sum();
-            }
-        }
-        let mut data = vec![0.0; ow * oh];
-        for y in 0..oh {
-            for (i, &kv) in kernel.iter().enumerate() {
-                let src = &rows[(y + i) * ow..(y + i + 1) * ow];
-                for (d, s) in data[y * ow..(y + 1) * ow].iter_mut().zip(src) {
-                    *d += kv * s;
-                }
-            }
-        }
-        Plane { w: ow, h: oh, data }
-    }
-
-    fn map2(&self, other: &Plane, f: impl Fn(f64, f64) -> f64) -> Plane {
-        Plane {
-            w: self.w,
-            h: self.h,
-            data: self
-                .data
-                .iter()
-                .zip(&other.data)
-                .map(|(&a, &b)| f(a, b))
-                .collect(),
-        }
-    }
 }
 
 fn gaussian_kernel() -> Vec<f64> {
@@ -161,26 +124,69 @@ fn gaussian_kernel() -> Vec<f64> {
 }
 
 /// Mean SSIM and mean contrast-structure term over the valid windows.
+///
+/// The five local statistics (μx, μy, E[x²], E[y²], E[xy]) are filtered in one sweep: a
+/// horizontal pass of every input row into five row-filtered planes, then, per output row,
+/// the vertical pass, whose values are used at once instead of being stored as full-size
+/// planes. The loops run over taps outside and pixels inside, so the inner loop is a plain
+/// multiply-add the compiler vectorises; every output still sums its taps in kernel order,
+/// so the result is bit-identical to filtering each statistic separately (tested).
 fn ssim_terms(x: &Plane, y: &Plane, kernel: &[f64]) -> (f64, f64) {
     const C1: f64 = (0.01 * 255.0) * (0.01 * 255.0);
     const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
-    let mu_x = x.filter_valid(kernel);
-    let mu_y = y.filter_valid(kernel);
-    let xx = x.map2(x, |a, b| a * b).filter_valid(kernel);
-    let yy = y.map2(y, |a, b| a * b).filter_valid(kernel);
-    let xy = x.map2(y, |a, b| a * b).filter_valid(kernel);
-    let n = mu_x.data.len() as f64;
-    let (mut ssim_sum, mut cs_sum) = (0.0, 0.0);
-    for i in 0..mu_x.data.len() {
-        let (mx, my) = (mu_x.data[i], mu_y.data[i]);
-        let var_x = xx.data[i] - mx * mx;
-        let var_y = yy.data[i] - my * my;
-        let cov = xy.data[i] - mx * my;
-        let cs = (2.0 * cov + C2) / (var_x + var_y + C2);
-        let luminance = (2.0 * mx * my + C1) / (mx * mx + my * my + C1);
-        cs_sum += cs;
-        ssim_sum += luminance * cs;
+    let k = kernel.len();
+    let (w, h) = (x.w, x.h);
+    let (ow, oh) = (w + 1 - k, h + 1 - k);
+    let filter_row = |out: &mut [f64], input: &[f64]| {
+        let n = out.len();
+        for (t, &kv) in kernel.iter().enumerate() {
+            for (d, v) in out.iter_mut().zip(&input[t..t + n]) {
+                *d += kv * v;
+            }
+        }
+    };
+
+    // Horizontal pass: rows[s][r * ow..] is statistic s of input row r.
+    let mut rows = vec![vec![0.0; ow * h]; 5];
+    let (mut xx, mut yy, mut xy) = (vec![0.0; w], vec![0.0; w], vec![0.0; w]);
+    for r in 0..h {
+        let (xr, yr) = (&x.data[r * w..(r + 1) * w], &y.data[r * w..(r + 1) * w]);
+        for i in 0..w {
+            xx[i] = xr[i] * xr[i];
+            yy[i] = yr[i] * yr[i];
+            xy[i] = xr[i] * yr[i];
+        }
+        for (plane, input) in rows.iter_mut().zip([xr, yr, &xx, &yy, &xy]) {
+            filter_row(&mut plane[r * ow..(r + 1) * ow], input);
+        }
     }
+
+    // Vertical pass, one output row at a time.
+    let mut stats = vec![vec![0.0; ow]; 5];
+    let (mut ssim_sum, mut cs_sum) = (0.0, 0.0);
+    for r in 0..oh {
+        for (out, plane) in stats.iter_mut().zip(&rows) {
+            out.fill(0.0);
+            for (t, &kv) in kernel.iter().enumerate() {
+                let src = &plane[(r + t) * ow..(r + t + 1) * ow];
+                for (d, v) in out.iter_mut().zip(src) {
+                    *d += kv * v;
+                }
+            }
+        }
+        let [mu_x, mu_y, e_xx, e_yy, e_xy] = [0, 1, 2, 3, 4].map(|s| &stats[s]);
+        for i in 0..ow {
+            let (mx, my) = (mu_x[i], mu_y[i]);
+            let var_x = e_xx[i] - mx * mx;
+            let var_y = e_yy[i] - my * my;
+            let cov = e_xy[i] - mx * my;
+            let cs = (2.0 * cov + C2) / (var_x + var_y + C2);
+            let luminance = (2.0 * mx * my + C1) / (mx * mx + my * my + C1);
+            cs_sum += cs;
+            ssim_sum += luminance * cs;
+        }
+    }
+    let n = (ow * oh) as f64;
     (ssim_sum / n, cs_sum / n)
 }
 
@@ -220,13 +226,15 @@ pub struct Butteraugli {
 pub const BUTTERAUGLI_TOOL: Tool = Tool::new("butteraugli_main", "libjxl-devtools");
 
 /// Butteraugli via libjxl's own tool (no maintained Rust port matches it). Default viewing
-/// conditions of the tool (80 nits intensity target); 8-bit sRGB PNG inputs.
+/// conditions of the tool (80 nits intensity target). The images are handed over as binary
+/// PPM, which the tool reads as 8-bit sRGB exactly as it reads PNG (same scores), without
+/// the compression work.
 pub fn butteraugli(reference: &RgbImage, distorted: &RgbImage) -> Result<Butteraugli> {
     check_same_size(reference, distorted)?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
-    write_png(reference, &a)?;
-    write_png(distorted, &b)?;
+    let (a, b) = (dir.path().join("a.ppm"), dir.path().join("b.ppm"));
+    write_ppm(reference, &a)?;
+    write_ppm(distorted, &b)?;
     let args: Vec<OsString> = vec![a.into(), b.into(), "--pnorm".into(), "3".into()];
     let (_, text) = BUTTERAUGLI_TOOL.run_captured(&args)?;
     parse_butteraugli(&text)
@@ -271,6 +279,94 @@ mod tests {
             *v = (i32::from(*v) + n).clamp(0, 255) as u8;
         }
         out
+    }
+
+    impl Plane {
+        /// Separable "valid" convolution with a symmetric kernel: output is
+        /// `(w - k + 1) x (h - k + 1)`.
+        fn filter_valid(&self, kernel: &[f64]) -> Plane {
+            let k = kernel.len();
+            let (ow, oh) = (self.w + 1 - k, self.h + 1 - k);
+            // Both passes loop over the taps outside and the pixels inside, so the inner loop
+            // is a plain multiply-add over a row that the compiler vectorises; each output still
+            // sums its taps in kernel order.
+            let mut rows = vec![0.0; ow * self.h];
+            for y in 0..self.h {
+                let row = &self.data[y * self.w..(y + 1) * self.w];
+                let out = &mut rows[y * ow..(y + 1) * ow];
+                for (i, &kv) in kernel.iter().enumerate() {
+                    for (d, s) in out.iter_mut().zip(&row[i..i + ow]) {
+                        *d += kv * s;
+                    }
+                }
+            }
+            let mut data = vec![0.0; ow * oh];
+            for y in 0..oh {
+                for (i, &kv) in kernel.iter().enumerate() {
+                    let src = &rows[(y + i) * ow..(y + i + 1) * ow];
+                    for (d, s) in data[y * ow..(y + 1) * ow].iter_mut().zip(src) {
+                        *d += kv * s;
+                    }
+                }
+            }
+            Plane { w: ow, h: oh, data }
+        }
+
+        fn map2(&self, other: &Plane, f: impl Fn(f64, f64) -> f64) -> Plane {
+            Plane {
+                w: self.w,
+                h: self.h,
+                data: self
+                    .data
+                    .iter()
+                    .zip(&other.data)
+                    .map(|(&a, &b)| f(a, b))
+                    .collect(),
+            }
+        }
+    }
+
+    /// The plain way to compute [`ssim_terms`]: each statistic filtered into its own plane.
+    /// The fused version must agree bit for bit.
+    fn reference_ssim_terms(x: &Plane, y: &Plane, kernel: &[f64]) -> (f64, f64) {
+        const C1: f64 = (0.01 * 255.0) * (0.01 * 255.0);
+        const C2: f64 = (0.03 * 255.0) * (0.03 * 255.0);
+        let mu_x = x.filter_valid(kernel);
+        let mu_y = y.filter_valid(kernel);
+        let xx = x.map2(x, |a, b| a * b).filter_valid(kernel);
+        let yy = y.map2(y, |a, b| a * b).filter_valid(kernel);
+        let xy = x.map2(y, |a, b| a * b).filter_valid(kernel);
+        let n = mu_x.data.len() as f64;
+        let (mut ssim_sum, mut cs_sum) = (0.0, 0.0);
+        for i in 0..mu_x.data.len() {
+            let (mx, my) = (mu_x.data[i], mu_y.data[i]);
+            let var_x = xx.data[i] - mx * mx;
+            let var_y = yy.data[i] - my * my;
+            let cov = xy.data[i] - mx * my;
+            let cs = (2.0 * cov + C2) / (var_x + var_y + C2);
+            let luminance = (2.0 * mx * my + C1) / (mx * mx + my * my + C1);
+            cs_sum += cs;
+            ssim_sum += luminance * cs;
+        }
+        (ssim_sum / n, cs_sum / n)
+    }
+
+    #[test]
+    fn fused_ssim_terms_match_the_plain_filtering() {
+        let (a, b) = (textured(97, 64), noisy(&textured(97, 64), 25));
+        let plane = |img: &RgbImage, c: usize| Plane {
+            w: img.width() as usize,
+            h: img.height() as usize,
+            data: img.pixels().map(|p| f64::from(p.0[c])).collect(),
+        };
+        let kernel = gaussian_kernel();
+        for c in 0..3 {
+            let (x, y) = (plane(&a, c), plane(&b, c));
+            assert_eq!(
+                ssim_terms(&x, &y, &kernel),
+                reference_ssim_terms(&x, &y, &kernel)
+            );
+        }
     }
 
     #[test]

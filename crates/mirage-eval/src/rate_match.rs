@@ -10,7 +10,13 @@
 //! monotonically along it: secant steps on `ln(bpp)` with a bisection safeguard, until two
 //! neighbouring grid points bracket the target, so the answer is exact on the grid. Real
 //! encoders are only nearly monotone (JPEG and HEIC have small wiggles); the search then
-//! still returns a file within the target, but possibly not the largest one. Encodings are
+//! still returns a file within the target, but possibly not the largest one.
+//!
+//! A fine grid (JPEG XL's distance in 0.01 steps, Mirage's quality in 0.1 steps) can put
+//! many settings within a fraction of a percent of the target, and closing the bracket
+//! there costs probes that change nothing a reader can see. So the search also stops when
+//! the best fitting file is within a relative [tolerance](RateMatcher::with_tolerance) of
+//! the target (default [`DEFAULT_TOLERANCE`]); 0 asks for the exact grid answer. Encodings are
 //! cached per grid index, so probes are reused across the targets of one image, and a target
 //! is declared unreachable only after the relevant end of the range was actually encoded.
 
@@ -25,6 +31,11 @@ use crate::codecs::{CodecUnderTest, SettingRange};
 /// Default budget of encodes per target. Pure bisection would need 12 on JPEG XL's
 /// 2491-point distance grid; the secant steps typically need 3 to 6.
 pub const DEFAULT_MAX_ITERATIONS: usize = 12;
+
+/// Default relative tolerance: a file with `target × (1 − 0.005) <= bpp <= target` is
+/// accepted without closing the bracket. Half a percent of rate is far below what BD-rates
+/// or a reader can resolve.
+pub const DEFAULT_TOLERANCE: f64 = 0.005;
 
 /// One encoding of one image at one setting.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +104,8 @@ pub struct Matched {
     pub converged: bool,
     /// Encoder runs this call needed (cache hits excluded).
     pub encodes: usize,
+    /// Wall time of those encoder runs, as seen by the caller (process start-up included).
+    pub search_s: f64,
 }
 
 /// Rate matching for one codec on one image, with a cache of encodings by grid index.
@@ -104,6 +117,7 @@ pub struct RateMatcher<'a> {
     img: &'a RgbImage,
     range: SettingRange,
     max_iterations: usize,
+    tolerance: f64,
     cache: BTreeMap<u64, Encoding>,
 }
 
@@ -114,8 +128,16 @@ impl<'a> RateMatcher<'a> {
             img,
             range: codec.settings(),
             max_iterations: DEFAULT_MAX_ITERATIONS,
+            tolerance: DEFAULT_TOLERANCE,
             cache: BTreeMap::new(),
         }
+    }
+
+    /// Accepts a fitting file whose rate is within `tolerance` (relative, 0..1) below the
+    /// target, without closing the bracket on the grid; 0 asks for the exact grid answer.
+    pub fn with_tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance.clamp(0.0, 1.0);
+        self
     }
 
     /// Encodes (cache hits included) allowed per target before settling for the best fitting
@@ -136,8 +158,9 @@ impl<'a> RateMatcher<'a> {
 
     /// Encodes at a grid index (index 0 = fewest bits), through the cache. Returns whether a
     /// new encode was run.
-    fn probe(&mut self, index: u64) -> Result<(&Encoding, bool)> {
+    fn probe(&mut self, index: u64) -> Result<(&Encoding, bool, f64)> {
         let fresh = !self.cache.contains_key(&index);
+        let mut caller_s = 0.0;
         if fresh {
             let setting = self.range.setting_at(index);
             let start = Instant::now();
@@ -148,7 +171,7 @@ impl<'a> RateMatcher<'a> {
                     self.codec.format_setting(setting)
                 )
             })?;
-            let caller_s = start.elapsed().as_secs_f64();
+            caller_s = start.elapsed().as_secs_f64();
             let stats = self.codec.last_call_stats();
             let encoding = Encoding {
                 setting,
@@ -159,7 +182,7 @@ impl<'a> RateMatcher<'a> {
             };
             self.cache.insert(index, encoding);
         }
-        Ok((&self.cache[&index], fresh))
+        Ok((&self.cache[&index], fresh, caller_s))
     }
 
     /// Finds the largest encoding with `bpp <= target_bpp` (see the module docs), or reports
@@ -170,24 +193,41 @@ impl<'a> RateMatcher<'a> {
         }
         let top = self.range.steps();
         let mut encodes = 0;
+        let mut search_s = 0.0;
         let mut probes = 0;
         // Which side the last probes moved, for the Illinois-style safeguard.
         let mut last_sides: [Option<bool>; 2] = [None, None];
         loop {
             let (lo, hi) = self.bracket(target_bpp);
+            let close_enough = |i: u64| self.cache[&i].bpp >= target_bpp * (1.0 - self.tolerance);
             match (lo, hi) {
                 (Some(lo), Some(hi)) if hi - lo <= 1 => {
-                    return Ok(self.matched(target_bpp, lo, Reach::Reached, true, encodes));
+                    return Ok(self.matched(
+                        target_bpp,
+                        lo,
+                        Reach::Reached,
+                        true,
+                        (encodes, search_s),
+                    ));
+                }
+                (Some(lo), _) if self.tolerance > 0.0 && close_enough(lo) => {
+                    return Ok(self.matched(
+                        target_bpp,
+                        lo,
+                        Reach::Reached,
+                        true,
+                        (encodes, search_s),
+                    ));
                 }
                 (Some(lo), None) if lo == top => {
                     let highest_bpp = self.cache[&top].bpp;
                     let reach = Reach::AboveHighestRate { highest_bpp };
-                    return Ok(self.matched(target_bpp, top, reach, true, encodes));
+                    return Ok(self.matched(target_bpp, top, reach, true, (encodes, search_s)));
                 }
                 (None, Some(0)) => {
                     let lowest_bpp = self.cache[&0].bpp;
                     let reach = Reach::BelowLowestRate { lowest_bpp };
-                    return Ok(self.matched(target_bpp, 0, reach, true, encodes));
+                    return Ok(self.matched(target_bpp, 0, reach, true, (encodes, search_s)));
                 }
                 _ => {}
             }
@@ -195,7 +235,13 @@ impl<'a> RateMatcher<'a> {
                 match (lo, hi) {
                     // Out of budget: settle for the best fitting file found.
                     (Some(lo), Some(_)) => {
-                        return Ok(self.matched(target_bpp, lo, Reach::Reached, false, encodes));
+                        return Ok(self.matched(
+                            target_bpp,
+                            lo,
+                            Reach::Reached,
+                            false,
+                            (encodes, search_s),
+                        ));
                     }
                     // Reachability still unknown: the endpoints decide it.
                     (Some(_), None) => top,
@@ -205,9 +251,10 @@ impl<'a> RateMatcher<'a> {
                 let same_side_twice = last_sides[0].is_some() && last_sides[0] == last_sides[1];
                 self.next_probe(target_bpp, lo, hi, same_side_twice)
             };
-            let (e, fresh) = self.probe(next)?;
+            let (e, fresh, seconds) = self.probe(next)?;
             let fits = e.bpp <= target_bpp;
             encodes += usize::from(fresh);
+            search_s += seconds;
             probes += 1;
             last_sides = [last_sides[1], Some(fits)];
         }
@@ -296,7 +343,7 @@ impl<'a> RateMatcher<'a> {
         index: u64,
         reach: Reach,
         converged: bool,
-        encodes: usize,
+        (encodes, search_s): (usize, f64),
     ) -> Matched {
         Matched {
             target_bpp,
@@ -304,6 +351,7 @@ impl<'a> RateMatcher<'a> {
             reach,
             converged,
             encodes,
+            search_s,
         }
     }
 }
@@ -458,7 +506,7 @@ mod tests {
         };
         let img = img();
         let range = codec.settings();
-        let mut matcher = RateMatcher::new(&codec, &img);
+        let mut matcher = RateMatcher::new(&codec, &img).with_tolerance(0.0);
         for target in [15.0, 30.0, 300.0, 2000.0] {
             let before = codec.calls.load(Ordering::Relaxed);
             let m = matcher.encode_at_bpp(target).unwrap();
@@ -473,6 +521,48 @@ mod tests {
             let used = codec.calls.load(Ordering::Relaxed) - before;
             assert!(used <= 8, "target {target}: {used} encodes");
         }
+    }
+
+    #[test]
+    fn tolerance_accepts_a_near_file_with_fewer_encodes() {
+        let codec = |_: ()| Fake {
+            range: SettingRange {
+                min: 0.1,
+                max: 25.0,
+                step: 0.01,
+                more_bits: MoreBits::LowerSetting,
+            },
+            bytes_at: |d| (40_000.0 * (-0.25 * d).exp() + 2_000.0 / (1.0 + d)) as usize,
+            calls: AtomicUsize::new(0),
+        };
+        let img = img();
+        let targets = [15.0, 30.0, 300.0, 2000.0];
+        let (exact, near) = (codec(()), codec(()));
+        let mut exact_matcher = RateMatcher::new(&exact, &img).with_tolerance(0.0);
+        let mut near_matcher = RateMatcher::new(&near, &img).with_tolerance(0.01);
+        for target in targets {
+            let best = exact_matcher.encode_at_bpp(target).unwrap().encoding.bpp;
+            let m = near_matcher.encode_at_bpp(target).unwrap();
+            assert_eq!(m.reach, Reach::Reached);
+            assert!(
+                m.encoding.bpp <= target,
+                "target {target}: {}",
+                m.encoding.bpp
+            );
+            assert!(
+                m.encoding.bpp >= (target * 0.99).min(best),
+                "target {target}: {} is not within 1% (best on the grid {best})",
+                m.encoding.bpp
+            );
+        }
+        let (exact, near) = (
+            exact.calls.load(Ordering::Relaxed),
+            near.calls.load(Ordering::Relaxed),
+        );
+        assert!(
+            near < exact,
+            "{near} encodes with tolerance, {exact} without"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::bd_rate::{bd_rate_checked, RatePoint};
+use crate::bd_rate::{bd_rate_checked, BdRateError, RatePoint};
 use crate::rate_match::Reach;
 
 /// One codec on one image at one target rate.
@@ -148,6 +148,82 @@ pub struct Report {
     pub set_rows: Vec<SetRow>,
     /// Images evaluated at once (speeds were measured with this many workers busy).
     pub workers: usize,
+    /// Where the time went, per codec in run order.
+    pub stages: Vec<StageSeconds>,
+    /// Time spent on the set measures' features of the originals.
+    pub original_features_s: f64,
+    /// Wall time of the whole run (0 if not measured).
+    pub wall_s: f64,
+    /// Relative rate tolerance of the search (0: the largest file on the grid).
+    pub rate_tolerance: f64,
+}
+
+/// Time one codec's evaluation took, by stage: seconds summed over images and targets, as
+/// the worker threads saw them (so with several workers the sum exceeds the wall time).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageSeconds {
+    pub codec: String,
+    /// Every encoder run of the rate search, not only the file kept.
+    pub rate_search: f64,
+    pub decode: f64,
+    /// PSNR, MS-SSIM and SSIMULACRA2, computed in the worker while butteraugli runs.
+    pub fidelity: f64,
+    /// The butteraugli process, in parallel with `fidelity`.
+    pub butteraugli: f64,
+    /// The set measures' features of the decodes (realism extractor).
+    pub realism: f64,
+}
+
+impl StageSeconds {
+    pub fn add(&mut self, other: &StageSeconds) {
+        self.rate_search += other.rate_search;
+        self.decode += other.decode;
+        self.fidelity += other.fidelity;
+        self.butteraugli += other.butteraugli;
+        self.realism += other.realism;
+    }
+
+    /// The worker's time: butteraugli overlaps `fidelity`, so only the longer one counts.
+    pub fn worker_total(&self) -> f64 {
+        self.rate_search + self.decode + self.fidelity.max(self.butteraugli) + self.realism
+    }
+}
+
+/// BD-rate of one codec against the anchor for one metric, computed per image and then
+/// summarised over the images.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BdRateSummary {
+    /// Per image (in report order): the BD-rate in percent, or why there is none.
+    pub per_image: Vec<(String, Result<f64, BdRateError>)>,
+}
+
+impl BdRateSummary {
+    /// The BD-rates that could be computed.
+    pub fn values(&self) -> Vec<f64> {
+        self.per_image
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().ok().copied())
+            .collect()
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        let v = self.values();
+        (!v.is_empty()).then(|| mean(v.into_iter()))
+    }
+
+    pub fn median(&self) -> Option<f64> {
+        let mut v = self.values();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
 }
 
 /// Mean of one codec at one target over the images that reached it.
@@ -200,6 +276,18 @@ impl Metric {
             Metric::Ssimulacra2 => "SSIMULACRA2",
             Metric::Butteraugli => "butteraugli (max-norm)",
         }
+    }
+
+    /// One row's value with "higher is better" orientation (butteraugli is negated);
+    /// `None` if missing or not finite (an identical decode has infinite PSNR).
+    fn row_quality(&self, r: &Row) -> Option<f64> {
+        let q = match self {
+            Metric::Psnr => Some(r.psnr),
+            Metric::MsSsim => Some(r.ms_ssim),
+            Metric::Ssimulacra2 => Some(r.ssimulacra2),
+            Metric::Butteraugli => r.butteraugli.map(|b| -b),
+        };
+        q.filter(|q| q.is_finite())
     }
 
     /// The metric with "higher is better" orientation (butteraugli is negated).
@@ -266,6 +354,19 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     sum / n as f64
 }
 
+/// One row of the time table.
+fn stage_row(codec: &str, s: &StageSeconds) -> String {
+    format!(
+        "| {codec} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        s.rate_search,
+        s.decode,
+        s.fidelity,
+        s.butteraugli,
+        s.realism,
+        s.worker_total()
+    )
+}
+
 fn kib_to_mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -301,6 +402,70 @@ impl Report {
             .collect()
     }
 
+    /// One codec's rate–quality points on one image: every distinct file the searches kept,
+    /// reached or not (a file that missed its target is still a true point of the codec's
+    /// curve), once each even when several targets ended on it.
+    fn image_points(&self, codec: &str, image: &str, metric: Metric) -> Vec<RatePoint> {
+        let mut seen = BTreeSet::new();
+        self.rows
+            .iter()
+            .filter(|r| r.codec == codec && r.image == image)
+            .filter(|r| seen.insert(r.setting.to_bits()))
+            .filter_map(|r| metric.row_quality(r).map(|q| RatePoint::new(r.bpp, q)))
+            .collect()
+    }
+
+    /// BD-rate of `codec` against `anchor` for `metric`, image by image (Bjøntegaard on each
+    /// image's own points; see [`Report::image_points`]).
+    ///
+    /// Per image rather than on curves of means: a mean over images at a target is only
+    /// comparable when every image reached it, which at the lowest and highest targets
+    /// leaves most codecs with fewer than the 4 points a curve needs.
+    pub fn bd_rate_summary(&self, anchor: &str, codec: &str, metric: Metric) -> BdRateSummary {
+        BdRateSummary {
+            per_image: self
+                .images
+                .iter()
+                .map(|image| {
+                    let value = bd_rate_checked(
+                        &self.image_points(anchor, image, metric),
+                        &self.image_points(codec, image, metric),
+                    );
+                    (image.clone(), value)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every per-image BD-rate as CSV: anchor, codec, metric, image, value (empty, with the
+    /// reason, when there is none).
+    pub fn bd_rate_csv(&self) -> String {
+        let mut out = String::from("anchor,codec,metric,image,bd_rate_percent,reason\n");
+        let Some(anchor) = &self.anchor else {
+            return out;
+        };
+        for codec in self.codec_names().iter().filter(|c| *c != anchor) {
+            for metric in Metric::ALL {
+                for (image, value) in self.bd_rate_summary(anchor, codec, metric).per_image {
+                    let (value, reason) = match value {
+                        Ok(v) => (format!("{v:.4}"), String::new()),
+                        Err(e) => (String::new(), e.to_string()),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{},{},{},{},{value},{}",
+                        csv_field(anchor),
+                        csv_field(codec),
+                        csv_field(metric.label()),
+                        csv_field(&image),
+                        csv_field(&reason)
+                    );
+                }
+            }
+        }
+        out
+    }
+
     /// All rows as CSV, one line per (image, codec, target). Missing values are empty.
     pub fn csv(&self) -> String {
         rows_csv(&self.rows)
@@ -324,14 +489,19 @@ impl Report {
         }
         out.push_str(",notes\n");
         for r in &self.set_rows {
+            // No image in the set: no mean bpp, an empty field like the missing values.
+            let bpp = if r.reached > 0 {
+                format!("{:.6}", r.bpp)
+            } else {
+                String::new()
+            };
             let _ = write!(
                 out,
-                "{},{},{},{},{:.6}",
+                "{},{},{},{},{bpp}",
                 csv_field(&r.codec),
                 r.target_bpp,
                 r.images,
                 r.reached,
-                r.bpp
             );
             for v in &r.values {
                 out.push(',');
@@ -425,11 +595,21 @@ impl Report {
                 .join(", ")
         );
         md.push_str(
-            "bpp = file bytes × 8 / pixels, whole file. Each codec's setting is bisected per \
-             image to the largest file not above the target. Means are over the images that \
-             reached the target (column `reached`). PSNR on RGB; MS-SSIM per RGB channel, \
-             averaged; speeds are total megapixels / total wall time of the codec's own \
-             process, one thread; peak memory is the largest peak RSS of one process.",
+            "bpp = file bytes × 8 / pixels, whole file. Each codec's setting is searched per \
+             image for the largest file not above the target",
+        );
+        if self.rate_tolerance > 0.0 {
+            let _ = write!(
+                md,
+                " (or any file within {}% below it)",
+                self.rate_tolerance * 100.0
+            );
+        }
+        md.push_str(
+            ". Means are over the images that reached the target (column `reached`). PSNR on \
+             RGB; MS-SSIM per RGB channel, averaged; speeds are total megapixels / total wall \
+             time of the codec's own process, one thread; peak memory is the largest peak RSS \
+             of one process.",
         );
         if self.workers > 1 {
             let _ = write!(
@@ -517,6 +697,44 @@ impl Report {
         }
 
         md.push_str(&self.bd_rate_markdown());
+        md.push_str(&self.time_markdown());
+        md
+    }
+
+    /// Where the time went: one row per codec, in seconds summed over images.
+    fn time_markdown(&self) -> String {
+        let mut md = String::new();
+        if self.stages.is_empty() {
+            return md;
+        }
+        md.push_str("\n## Time\n\n");
+        if self.wall_s > 0.0 {
+            let _ = writeln!(
+                md,
+                "Wall time {:.1} min with {} worker(s).",
+                self.wall_s / 60.0,
+                self.workers
+            );
+        }
+        md.push_str(
+            "Seconds summed over images as the workers saw them. Butteraugli runs in its own \
+             process alongside the other metrics, so a worker's time counts the longer of the \
+             two.\n\n| codec | rate search | decode | PSNR, MS-SSIM, SSIMULACRA2 | butteraugli \
+             | realism features | worker total |\n|---|---|---|---|---|---|---|\n",
+        );
+        let mut total = StageSeconds::default();
+        for stage in &self.stages {
+            total.add(stage);
+            let _ = writeln!(md, "{}", stage_row(&stage.codec, stage));
+        }
+        let _ = writeln!(md, "{}", stage_row("all", &total));
+        if self.original_features_s > 0.0 {
+            let _ = writeln!(
+                md,
+                "\nRealism features of the originals: {:.1} s.",
+                self.original_features_s
+            );
+        }
         md
     }
 
@@ -527,9 +745,10 @@ impl Report {
         };
         let _ = writeln!(md, "\n## BD-rate against `{anchor}`\n");
         md.push_str(
-            "Average rate difference at equal quality, in percent (negative = fewer bits than \
-             the anchor). Curves are the per-target means above, using only targets that every \
-             image reached.\n\n",
+            "Rate difference at equal quality, in percent (negative = fewer bits than the \
+             anchor), computed on each image from all its distinct files (targets reached or \
+             not), then summarised over the images: mean / median (images with a value). \
+             Values per image are in `bd_rates.csv`.\n\n",
         );
         let _ = writeln!(
             md,
@@ -542,31 +761,37 @@ impl Report {
             let cells: Vec<String> = Metric::ALL
                 .iter()
                 .map(|&m| {
-                    match bd_rate_checked(
-                        &self.curve_points(anchor, m),
-                        &self.curve_points(codec, m),
-                    ) {
-                        Ok(v) => format!("{v:+.1}%"),
-                        Err(e) => {
+                    let summary = self.bd_rate_summary(anchor, codec, m);
+                    for (_, value) in &summary.per_image {
+                        if let Err(e) = value {
                             reasons.insert(e.to_string());
-                            "n/a".into()
                         }
+                    }
+                    match (summary.mean(), summary.median()) {
+                        (Some(mean), Some(median)) => format!(
+                            "{mean:+.1}% / {median:+.1}% ({}/{})",
+                            summary.values().len(),
+                            summary.per_image.len()
+                        ),
+                        _ => "n/a".into(),
                     }
                 })
                 .collect();
             let _ = writeln!(md, "| {codec} | {} |", cells.join(" | "));
         }
         if !reasons.is_empty() {
-            md.push_str("\n`n/a`: ");
+            md.push_str("\nImages without a value (or `n/a`): ");
             md.push_str(&reasons.into_iter().collect::<Vec<_>>().join("; "));
             md.push('\n');
         }
         md.push_str(
             "\nCaveats: Bjøntegaard with monotone piecewise cubic (PCHIP) interpolation of \
              log-rate against quality, over the quality interval both curves cover; no \
-             extrapolation, so a codec is not credited outside the shared interval; needs at \
-             least 4 points per curve; if curves cross, gains and losses cancel in the average; \
-             each number holds for its metric only.\n",
+             extrapolation, so a codec is not credited outside the shared interval, and on an \
+             image where the curves barely overlap the value rests on a narrow interval; needs \
+             at least 4 points per curve; if curves cross, gains and losses cancel in the \
+             average; the mean over images is pulled by outliers, hence the median; each \
+             number holds for its metric only.\n",
         );
         md
     }
@@ -799,6 +1024,10 @@ impl Report {
             write("summary.md", self.markdown())?,
         ];
         let mut links = vec![("results.csv", "CSV"), ("summary.md", "summary")];
+        if self.anchor.is_some() {
+            written.push(write("bd_rates.csv", self.bd_rate_csv())?);
+            links.push(("bd_rates.csv", "BD-rates per image"));
+        }
         if !self.set_measures.is_empty() {
             written.push(write("set_measures.csv", self.set_csv())?);
             links.push(("set_measures.csv", "MFD/MKD CSV"));
@@ -992,8 +1221,9 @@ mod tests {
             image: image.into(),
             codec: codec.into(),
             target_bpp: target,
-            setting: 1.0,
-            setting_label: "q1".into(),
+            // One setting per target, so every row is its own file.
+            setting: target,
+            setting_label: format!("q{target}"),
             bytes: 100,
             bpp,
             psnr,
@@ -1071,11 +1301,55 @@ mod tests {
     }
 
     #[test]
-    fn bd_rate_table_uses_complete_points() {
-        let md = report().markdown();
-        // y has only 3 complete targets (0.1 is incomplete) -> too few points.
-        assert!(md.contains("| y | n/a | n/a | n/a | n/a |"), "{md}");
+    fn bd_rate_is_computed_per_image_on_all_distinct_files() {
+        let r = report();
+        let summary = r.bd_rate_summary("x", "y", Metric::Psnr);
+        // a and b: 4 points each for both codecs. c,d: one y file, no x file.
+        let values = summary.values();
+        assert_eq!(values.len(), 2, "{summary:?}");
+        assert!(matches!(
+            summary.per_image[2],
+            (_, Err(BdRateError::TooFewPoints(_)))
+        ));
+        // y is x with 1 dB more at 0.95/0.98 of the rate, on a log-linear curve (3 dB per
+        // doubling): rate ratio 0.95/0.98 · 2^(−1/3) at equal quality.
+        let expected = (0.95 / 0.98 * 2f64.powf(-1.0 / 3.0) - 1.0) * 100.0;
+        for v in values {
+            assert!((v - expected).abs() < 0.05, "{v} vs {expected}");
+        }
+        let md = r.markdown();
+        assert!(md.contains("(2/3)"), "{md}");
         assert!(md.contains("at least 4"), "{md}");
+        let csv = r.bd_rate_csv();
+        assert!(csv.contains("\nx,y,PSNR,a.png,"), "{csv}");
+        assert!(
+            csv.contains("\nx,y,PSNR,\"c,d.png\",,a curve has 0 points"),
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn bd_rate_counts_a_file_once_even_when_several_targets_ended_on_it() {
+        let mut r = report();
+        // Two more rows of x on image a that repeat the file of target 0.8.
+        let repeat = r
+            .rows
+            .iter()
+            .find(|row| row.codec == "x" && row.image == "a.png" && row.target_bpp == 0.8)
+            .unwrap()
+            .clone();
+        for target in [1.6, 3.2] {
+            r.rows.push(Row {
+                target_bpp: target,
+                reach: Reach::AboveHighestRate {
+                    highest_bpp: repeat.bpp,
+                },
+                ..repeat.clone()
+            });
+        }
+        assert_eq!(r.image_points("x", "a.png", Metric::Psnr).len(), 4);
+        let before = report().bd_rate_summary("x", "y", Metric::Psnr);
+        assert_eq!(r.bd_rate_summary("x", "y", Metric::Psnr), before);
     }
 
     #[test]
@@ -1108,7 +1382,8 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let written = r.write_all(dir.path()).unwrap();
-        assert_eq!(written.len(), 4);
+        assert_eq!(written.len(), 5);
+        assert!(dir.path().join("bd_rates.csv").exists());
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("src=\"crops/a_x_0.1bpp.png\""), "{html}");
         assert!(dir.path().join("crops/a_x_0.1bpp.png").exists());

@@ -8,6 +8,8 @@
 //! decodes of all images of a (codec, target): each decode is reduced to its feature rows
 //! right away and the pixels are dropped, so memory stays at a few images per worker.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -19,8 +21,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::codecs::{load_image, CodecUnderTest};
 use crate::metrics;
-use crate::rate_match::{Encoding, Matched, RateMatcher, Reach, DEFAULT_MAX_ITERATIONS};
-use crate::report::{Crop, CropRegion, FixedReport, Report, Row, SetMeasureInfo, SetRow};
+use crate::rate_match::{
+    Encoding, Matched, RateMatcher, Reach, DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE,
+};
+use crate::report::{
+    Crop, CropRegion, FixedReport, Report, Row, SetMeasureInfo, SetRow, StageSeconds,
+};
 use crate::set_measure::{FeatureRows, SetMeasure};
 
 /// Default targets: doubling from the very-low-rate regime Mirage is built for (0.03 bpp is
@@ -33,6 +39,8 @@ pub struct EvalOptions {
     pub targets_bpp: Vec<f64>,
     /// Bisection steps per target (see [`RateMatcher::with_max_iterations`]).
     pub max_iterations: usize,
+    /// Relative rate tolerance of the search (see [`RateMatcher::with_tolerance`]).
+    pub rate_tolerance: f64,
     /// Run libjxl's `butteraugli_main` on every decoded image (about as slow as an encode).
     pub butteraugli: bool,
     /// File names of the images to crop for the HTML page; empty = the first image.
@@ -54,6 +62,7 @@ impl Default for EvalOptions {
         EvalOptions {
             targets_bpp: DEFAULT_TARGETS_BPP.to_vec(),
             max_iterations: DEFAULT_MAX_ITERATIONS,
+            rate_tolerance: DEFAULT_TOLERANCE,
             butteraugli: true,
             crop_images: Vec::new(),
             crop_size: 256,
@@ -190,7 +199,11 @@ struct ImageOutcome {
     rows: Vec<Row>,
     crops: Vec<Crop>,
     original_features: Vec<FeatureRows>,
+    /// Time spent on `original_features`.
+    original_features_s: f64,
     decoded_features: Vec<Option<Vec<FeatureRows>>>,
+    /// Time per stage, per codec (in run order).
+    stages: Vec<StageSeconds>,
 }
 
 /// Runs every codec on every image at every target and collects the measurements, and the
@@ -223,6 +236,7 @@ pub fn run(
         bail!("crop image {unknown} is not among the images evaluated");
     }
 
+    let run_start = Instant::now();
     let targets = &options.targets_bpp;
     let bar = progress_bar(
         (images.len() * codecs.len() * targets.len()) as u64,
@@ -240,12 +254,16 @@ pub fn run(
                 options.crop_centre,
             )
         });
+        let start = Instant::now();
+        let original_features = set_features(set_measures, &img)
+            .with_context(|| format!("{name}: set measure of the original"))?;
         let mut outcome = ImageOutcome {
             rows: Vec::new(),
             crops: Vec::new(),
-            original_features: set_features(set_measures, &img)
-                .with_context(|| format!("{name}: set measure of the original"))?,
+            original_features,
+            original_features_s: start.elapsed().as_secs_f64(),
             decoded_features: Vec::new(),
+            stages: vec![StageSeconds::default(); codecs.len()],
         };
         if let Some(region) = crop {
             outcome.crops.push(Crop {
@@ -256,27 +274,61 @@ pub fn run(
                 pixels: region.cut(&img),
             });
         }
-        for &codec in codecs {
-            let mut matcher =
-                RateMatcher::new(codec, &img).with_max_iterations(options.max_iterations);
+        for (c, &codec) in codecs.iter().enumerate() {
+            let mut matcher = RateMatcher::new(codec, &img)
+                .with_max_iterations(options.max_iterations)
+                .with_tolerance(options.rate_tolerance);
+            // Several targets often end on the same file (all the targets beyond a codec's
+            // reach, or two close targets on a coarse grid): it is decoded and scored once.
+            let mut scored_by_setting: HashMap<u64, (Scored, Option<Vec<FeatureRows>>)> =
+                HashMap::new();
             for &target in targets {
                 bar.set_message(format!("{name} {} {target} bpp", codec.name()));
                 let context = || format!("{name}: codec {} at {target} bpp", codec.name());
                 let matched = matcher.encode_at_bpp(target).with_context(context)?;
-                let (row, decoded) =
-                    score(codec, &img, name, &matched, options).with_context(context)?;
+                let mut stage = StageSeconds {
+                    rate_search: matched.search_s,
+                    ..StageSeconds::default()
+                };
+                let (scored, features) =
+                    match scored_by_setting.entry(matched.encoding.setting.to_bits()) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => {
+                            let scored = score(codec, &img, name, &matched, options)
+                                .with_context(context)?;
+                            stage.decode = scored.decode_s;
+                            stage.fidelity = scored.fidelity_s;
+                            stage.butteraugli = scored.butteraugli_s;
+                            entry.insert((scored, None))
+                        }
+                    };
+                let row = Row {
+                    target_bpp: target,
+                    reach: matched.reach,
+                    converged: matched.converged,
+                    probes: matched.encodes,
+                    ..scored.row.clone()
+                };
+                let decoded = &scored.decoded;
                 let features = if row.reach.is_reached() {
-                    Some(set_features(set_measures, &decoded).with_context(context)?)
+                    if features.is_none() {
+                        let start = Instant::now();
+                        *features =
+                            Some(set_features(set_measures, decoded).with_context(context)?);
+                        stage.realism = start.elapsed().as_secs_f64();
+                    }
+                    features.clone()
                 } else {
                     None
                 };
+                outcome.stages[c].add(&stage);
                 if let Some(region) = crop {
                     outcome.crops.push(Crop {
                         image: name.clone(),
                         codec: Some(codec.name()),
                         target_bpp: Some(target),
                         region,
-                        pixels: region.cut(&decoded),
+                        pixels: region.cut(decoded),
                     });
                 }
                 outcome.rows.push(row);
@@ -303,8 +355,22 @@ pub fn run(
             })
             .collect(),
         workers,
+        rate_tolerance: options.rate_tolerance,
         ..Report::default()
     };
+    report.stages = codecs
+        .iter()
+        .enumerate()
+        .map(|(c, codec)| {
+            let mut total = StageSeconds {
+                codec: codec.name(),
+                ..StageSeconds::default()
+            };
+            outcomes.iter().for_each(|o| total.add(&o.stages[c]));
+            total
+        })
+        .collect();
+    report.original_features_s = outcomes.iter().map(|o| o.original_features_s).sum();
     if !set_measures.is_empty() {
         for (c, codec) in codecs.iter().enumerate() {
             for (t, &target) in targets.iter().enumerate() {
@@ -323,6 +389,7 @@ pub fn run(
         report.rows.extend(outcome.rows);
         report.crops.extend(outcome.crops);
     }
+    report.wall_s = run_start.elapsed().as_secs_f64();
     Ok(report)
 }
 
@@ -438,11 +505,12 @@ pub fn run_fixed(
                 reach: Reach::Reached,
                 converged: true,
                 encodes: 1,
+                search_s: caller_s,
             };
             rows.push(
                 score(codec, &img, name, &matched, options)
                     .with_context(context)?
-                    .0,
+                    .row,
             );
             bar.inc(1);
         }
@@ -457,6 +525,15 @@ pub fn run_fixed(
     })
 }
 
+/// One scored encoding: its row, the decoded image, and how long each stage took.
+struct Scored {
+    row: Row,
+    decoded: RgbImage,
+    decode_s: f64,
+    fidelity_s: f64,
+    butteraugli_s: f64,
+}
+
 /// Decodes and scores one encoding of `img`.
 fn score(
     codec: &dyn CodecUnderTest,
@@ -464,7 +541,7 @@ fn score(
     name: &str,
     matched: &Matched,
     options: &EvalOptions,
-) -> Result<(Row, RgbImage)> {
+) -> Result<Scored> {
     let encoding = &matched.encoding;
     let start = Instant::now();
     let decoded = codec.decode(&encoding.bytes)?;
@@ -480,20 +557,28 @@ fn score(
         );
     }
     // Butteraugli is an external process: run it while this thread computes the others.
-    let (butteraugli, psnr, ms_ssim, ssimulacra2) = std::thread::scope(|scope| {
-        let butteraugli = options
-            .butteraugli
-            .then(|| scope.spawn(|| metrics::butteraugli(img, &decoded)));
+    let (butteraugli, psnr, ms_ssim, ssimulacra2, fidelity_s) = std::thread::scope(|scope| {
+        let butteraugli = options.butteraugli.then(|| {
+            scope.spawn(|| {
+                let start = Instant::now();
+                metrics::butteraugli(img, &decoded).map(|b| (b, start.elapsed().as_secs_f64()))
+            })
+        });
+        let start = Instant::now();
         let psnr = metrics::psnr(img, &decoded);
         // Only fails on images too small for 5 scales; recorded as NaN then.
         let ms_ssim = metrics::ms_ssim(img, &decoded).unwrap_or(f64::NAN);
         let ssimulacra2 = metrics::ssimulacra2(img, &decoded);
+        let fidelity_s = start.elapsed().as_secs_f64();
         let butteraugli = butteraugli
             .map(|handle| handle.join().expect("butteraugli thread panicked"))
             .transpose();
-        (butteraugli, psnr, ms_ssim, ssimulacra2)
+        (butteraugli, psnr, ms_ssim, ssimulacra2, fidelity_s)
     });
-    let butteraugli = butteraugli?;
+    let (butteraugli, butteraugli_s) = match butteraugli? {
+        Some((b, seconds)) => (Some(b), seconds),
+        None => (None, 0.0),
+    };
     let row = Row {
         image: name.to_string(),
         codec: codec.name(),
@@ -516,7 +601,13 @@ fn score(
         converged: matched.converged,
         probes: matched.encodes,
     };
-    Ok((row, decoded))
+    Ok(Scored {
+        row,
+        decoded,
+        decode_s: caller_decode_s,
+        fidelity_s,
+        butteraugli_s,
+    })
 }
 
 #[cfg(test)]
@@ -531,6 +622,7 @@ mod tests {
         name: &'static str,
         blur: bool,
         missing_tool: bool,
+        decodes: AtomicUsize,
     }
 
     impl Raw {
@@ -539,6 +631,7 @@ mod tests {
                 name,
                 blur,
                 missing_tool: false,
+                decodes: AtomicUsize::new(0),
             }
         }
     }
@@ -564,6 +657,7 @@ mod tests {
             Ok(bytes)
         }
         fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
+            self.decodes.fetch_add(1, Ordering::Relaxed);
             let w = u32::from_le_bytes(bytes[0..4].try_into()?);
             let h = u32::from_le_bytes(bytes[4..8].try_into()?);
             let len = (w * h * 3) as usize;
@@ -682,6 +776,8 @@ mod tests {
             "{csv}"
         );
         assert!(csv.contains("\nraw,30,3,3,"), "{csv}");
+        // An empty set has no mean bpp (an empty field, not NaN).
+        assert!(csv.contains("\nraw,10,3,0,,,,"), "{csv}");
         // The unreached rows are kept, in the CSV and in the Markdown.
         assert!(report.csv().contains(",false,below_lowest_rate,"));
         assert!(md.contains("below the lowest reachable rate"), "{md}");
@@ -693,6 +789,36 @@ mod tests {
             "plot panel for the set measure"
         );
         assert!(dir.path().join("set_measures.csv").exists());
+    }
+
+    #[test]
+    fn targets_ending_on_the_same_file_are_decoded_once_and_timed() {
+        let (_dir, paths) = images(2, 16);
+        let raw = Raw::new("raw", false);
+        let codecs: Vec<&dyn CodecUnderTest> = vec![&raw];
+        // 16×16: every setting is above 24 bpp, so 5, 10 and 20 bpp all end on setting 0
+        // (unreached); 30 bpp is reached at setting 184.
+        let report = run(
+            &codecs,
+            &paths,
+            &[&Detail],
+            &options(&[5.0, 10.0, 20.0, 30.0], 1),
+        )
+        .unwrap();
+        assert_eq!(report.rows.len(), 2 * 4);
+        assert_eq!(raw.decodes.load(Ordering::Relaxed), 2 * 2);
+        let low: Vec<&Row> = report.rows.iter().filter(|r| r.target_bpp < 25.0).collect();
+        assert!(low
+            .iter()
+            .all(|r| !r.reach.is_reached() && r.setting == 0.0));
+        // Each row keeps its own target even though the file and scores are shared.
+        let targets: Vec<f64> = low.iter().map(|r| r.target_bpp).collect();
+        assert_eq!(targets, vec![5.0, 10.0, 20.0, 5.0, 10.0, 20.0]);
+        assert_eq!(report.stages.len(), 1);
+        assert_eq!(report.stages[0].codec, "raw");
+        assert!(report.stages[0].worker_total() > 0.0);
+        assert!(report.wall_s > 0.0);
+        assert!(report.markdown().contains("## Time"));
     }
 
     #[test]

@@ -87,6 +87,14 @@ fn parse_fixed(s: &str) -> Result<(String, f64), String> {
     Ok((codec.trim().to_string(), setting))
 }
 
+/// `--rate-tolerance`: a percentage in 0..50.
+fn parse_tolerance_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a percentage from 0 to 50, not `{s}`")),
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DecoderChoice {
     Default,
@@ -189,6 +197,10 @@ enum Command {
         /// The codec BD-rates are computed against.
         #[arg(long, default_value = "avif")]
         anchor: String,
+        /// Accept a file within this many percent below the target rate instead of searching
+        /// on for the largest one on the setting grid (0: exact grid answer).
+        #[arg(long, default_value_t = 0.5, value_parser = parse_tolerance_percent)]
+        rate_tolerance: f64,
         /// Skip butteraugli (about as slow as an encode).
         #[arg(long)]
         no_butteraugli: bool,
@@ -664,6 +676,7 @@ fn run(cli: Cli) -> Result<()> {
             codecs,
             targets,
             anchor,
+            rate_tolerance,
             no_butteraugli,
             no_realism,
             fixed,
@@ -706,6 +719,7 @@ fn run(cli: Cli) -> Result<()> {
             let options = EvalOptions {
                 targets_bpp: targets,
                 butteraugli: !no_butteraugli,
+                rate_tolerance: rate_tolerance / 100.0,
                 anchor: Some(anchor),
                 jobs: jobs.unwrap_or(0),
                 ..EvalOptions::default()
