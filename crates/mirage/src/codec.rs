@@ -119,6 +119,8 @@ pub const FLOW_STEPS: std::ops::RangeInclusive<usize> = 1..=16;
 struct RealismDecoder {
     _vs: VarStore,
     generator: RealismGenerator,
+    /// The generator file's identifier.
+    id: [u8; 8],
 }
 
 /// How much the decoder may hallucinate.
@@ -375,13 +377,22 @@ impl Codec {
         let vs = VarStore::new(Device::Cpu);
         let generator = RealismGenerator::new(&vs.root(), config, ConvPrecision::F32);
         file.fill(&vs)?;
-        self.realism = Some(RealismDecoder { _vs: vs, generator });
+        self.realism = Some(RealismDecoder {
+            _vs: vs,
+            generator,
+            id: file.id,
+        });
         Ok(())
     }
 
     /// Whether a realism generator is loaded (else only `w = 0` decodes).
     pub fn has_realism(&self) -> bool {
         self.realism.is_some()
+    }
+
+    /// The identifier of the loaded realism generator, if any.
+    pub fn realism_id(&self) -> Option<[u8; 8]> {
+        self.realism.as_ref().map(|r| r.id)
     }
 
     /// The hyperprior's widths.

@@ -6,7 +6,7 @@
 //! realism extractor) runs one call at a time under [`TORCH`]: the networks already use
 //! every core, and Mirage's peak-memory measurement needs the process to itself.
 
-use crate::codec::{Analysis, Codec};
+use crate::codec::{Analysis, Codec, Realism};
 use crate::model_file::id_hex;
 use crate::realism_measure::RealismMeasure;
 use anyhow::Result;
@@ -28,6 +28,10 @@ fn torch_lock() -> MutexGuard<'static, ()> {
 }
 
 pub struct MirageUnderTest {
+    /// `None`: the file's own suggestion, which for these files (no `--realism` at encode)
+    /// is the MSE decode; `Some(w)`: decoded at hallucination weight `w`, from the same
+    /// files (`mirage decode --realism w`).
+    realism: Option<f32>,
     /// Behind a mutex because tensors are `Send` but not `Sync`; calls are serialised by
     /// [`TORCH`] anyway.
     codec: Mutex<Codec>,
@@ -59,10 +63,27 @@ fn image_key(img: &RgbImage) -> u64 {
 impl MirageUnderTest {
     pub fn new(codec: Codec) -> MirageUnderTest {
         MirageUnderTest {
+            realism: None,
             codec: Mutex::new(codec),
             analyses: Mutex::new(Vec::new()),
             last_call: LastCallStats::default(),
         }
+    }
+
+    /// Mirage decoded at hallucination weight `w` (the realism decoder), named
+    /// `mirage-w{w}` in the reports. Fails if `w` is outside [0, 1] or the codec has no
+    /// realism generator loaded for `w > 0`.
+    pub fn with_realism(codec: Codec, w: f32) -> Result<MirageUnderTest> {
+        if !(0.0..=1.0).contains(&w) {
+            anyhow::bail!("hallucination weight {w} is outside 0..1");
+        }
+        if w > 0.0 && !codec.has_realism() {
+            anyhow::bail!("mirage-w{w} needs the realism model (models/realism.safetensors)");
+        }
+        Ok(MirageUnderTest {
+            realism: Some(w),
+            ..MirageUnderTest::new(codec)
+        })
     }
 
     fn codec(&self) -> MutexGuard<'_, Codec> {
@@ -101,14 +122,26 @@ fn peak_rss_kib() -> Option<u64> {
 
 impl CodecUnderTest for MirageUnderTest {
     fn name(&self) -> String {
-        "mirage".into()
+        match self.realism {
+            None => "mirage".into(),
+            Some(w) => format!("mirage-w{w}"),
+        }
     }
 
     fn description(&self) -> String {
-        format!(
+        let codec = self.codec();
+        let core = format!(
             "Mirage mean-scale hyperprior (model {}), --quality 0..100",
-            id_hex(&self.codec().id())
-        )
+            id_hex(&codec.id())
+        );
+        match (self.realism, codec.realism_id()) {
+            (Some(w), Some(generator)) => format!(
+                "{core}, decoded at realism w = {w} (generator {})",
+                id_hex(&generator)
+            ),
+            (Some(w), None) => format!("{core}, decoded at realism w = {w}"),
+            (None, _) => format!("{core}, MSE decode"),
+        }
     }
 
     fn settings(&self) -> SettingRange {
@@ -162,7 +195,8 @@ impl CodecUnderTest for MirageUnderTest {
     fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
         let _torch = torch_lock();
         let codec = self.codec();
-        let ((decoded, _), stats) = Self::measure(|| Ok(codec.decompress(bytes)?))?;
+        let realism = self.realism.map_or(Realism::Auto, Realism::Weight);
+        let ((decoded, _), stats) = Self::measure(|| Ok(codec.decompress_with(bytes, realism)?))?;
         self.last_call.record(stats);
         Ok(decoded)
     }

@@ -87,6 +87,20 @@ fn parse_fixed(s: &str) -> Result<(String, f64), String> {
     Ok((codec.trim().to_string(), setting))
 }
 
+/// `mirage-wW` in `eval --codecs`: Mirage decoded by the realism decoder at weight W.
+/// `Ok(None)` for any other name.
+fn realism_variant(name: &str) -> Result<Option<f32>> {
+    let Some(w) = name.strip_prefix("mirage-w") else {
+        return Ok(None);
+    };
+    let w: f32 = w
+        .parse()
+        .ok()
+        .filter(|w| (0.0..=1.0).contains(w))
+        .with_context(|| format!("{name}: the realism weight after `mirage-w` must be in 0..1"))?;
+    Ok(Some(w))
+}
+
 /// `--rate-tolerance`: a percentage in 0..50.
 fn parse_tolerance_percent(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
@@ -180,7 +194,8 @@ enum Command {
     Eval {
         #[arg(long, default_value = "../shared/data/kodak")]
         images: PathBuf,
-        /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic).
+        /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic; and mirage-wW: Mirage's
+        /// files decoded by the realism decoder at weight W, e.g. mirage-w1).
         #[arg(
             long,
             value_delimiter = ',',
@@ -683,25 +698,42 @@ fn run(cli: Cli) -> Result<()> {
             jobs,
             out_dir,
         } => {
+            // Names as the codecs report them (`mirage-w1.0` is `mirage-w1`).
+            let canonical = |name: &str| -> Result<String> {
+                Ok(match realism_variant(name)? {
+                    Some(w) => format!("mirage-w{w}"),
+                    None => name.to_string(),
+                })
+            };
+            let fixed = fixed
+                .into_iter()
+                .map(|(c, setting)| Ok((canonical(&c)?, setting)))
+                .collect::<Result<Vec<_>>>()?;
             // With --fixed, the codecs are those named there.
             let names: Vec<String> = if fixed.is_empty() {
-                codecs
+                codecs.iter().map(|c| canonical(c)).collect::<Result<_>>()?
             } else {
                 let mut names: Vec<String> = fixed.iter().map(|(c, _)| c.clone()).collect();
                 names.dedup();
                 names
             };
             let mut classic = vec![];
-            let mut mirage_codec = None;
+            let mut mirage_codecs: Vec<MirageUnderTest> = vec![];
             for name in &names {
+                if mirage_codecs.iter().any(|m| m.name() == *name)
+                    || classic.iter().any(|c: &ClassicCodec| c.name() == *name)
+                {
+                    continue;
+                }
                 if name == "mirage" {
-                    if mirage_codec.is_none() {
-                        mirage_codec = Some(MirageUnderTest::new(load_codec(&models)?));
-                    }
-                } else if !classic.iter().any(|c: &ClassicCodec| c.name() == *name) {
+                    mirage_codecs.push(MirageUnderTest::new(load_codec(&models)?));
+                } else if let Some(w) = realism_variant(name)? {
+                    mirage_codecs.push(MirageUnderTest::with_realism(load_codec(&models)?, w)?);
+                } else {
                     classic.push(ClassicCodec::by_name(name).with_context(|| {
                         format!(
-                            "unknown codec {name} (known: mirage, {})",
+                            "unknown codec {name} (known: mirage, mirage-wW for the realism \
+                             decoder at weight W, {})",
                             ClassicCodec::all()
                                 .iter()
                                 .map(|c| c.name())
@@ -712,9 +744,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
-            if let Some(m) = &mirage_codec {
-                under_test.push(m);
-            }
+            under_test.extend(mirage_codecs.iter().map(|m| m as &dyn CodecUnderTest));
             under_test.extend(classic.iter().map(|c| c as &dyn CodecUnderTest));
             let options = EvalOptions {
                 targets_bpp: targets,
