@@ -490,11 +490,10 @@ mod tests {
         assert_eq!(codec.calls.load(Ordering::Relaxed), 2);
     }
 
-    #[test]
-    fn exact_and_quick_on_a_large_exponential_grid() {
-        // JPEG XL-like: distance 0.1..25 in 0.01 steps, rate falling roughly exponentially
-        // (monotone, but not a pure exponential, so the secant is not exact).
-        let codec = Fake {
+    /// JPEG XL-like: distance 0.1..25 in 0.01 steps, rate falling roughly exponentially
+    /// (monotone, but not a pure exponential, so the secant is not exact).
+    fn jxl_like() -> Fake {
+        Fake {
             range: SettingRange {
                 min: 0.1,
                 max: 25.0,
@@ -503,7 +502,12 @@ mod tests {
             },
             bytes_at: |d| (40_000.0 * (-0.25 * d).exp() + 2_000.0 / (1.0 + d)) as usize,
             calls: AtomicUsize::new(0),
-        };
+        }
+    }
+
+    #[test]
+    fn exact_and_quick_on_a_large_exponential_grid() {
+        let codec = jxl_like();
         let img = img();
         let range = codec.settings();
         let mut matcher = RateMatcher::new(&codec, &img).with_tolerance(0.0);
@@ -525,19 +529,9 @@ mod tests {
 
     #[test]
     fn tolerance_accepts_a_near_file_with_fewer_encodes() {
-        let codec = |_: ()| Fake {
-            range: SettingRange {
-                min: 0.1,
-                max: 25.0,
-                step: 0.01,
-                more_bits: MoreBits::LowerSetting,
-            },
-            bytes_at: |d| (40_000.0 * (-0.25 * d).exp() + 2_000.0 / (1.0 + d)) as usize,
-            calls: AtomicUsize::new(0),
-        };
         let img = img();
         let targets = [15.0, 30.0, 300.0, 2000.0];
-        let (exact, near) = (codec(()), codec(()));
+        let (exact, near) = (jxl_like(), jxl_like());
         let mut exact_matcher = RateMatcher::new(&exact, &img).with_tolerance(0.0);
         let mut near_matcher = RateMatcher::new(&near, &img).with_tolerance(0.01);
         for target in targets {
