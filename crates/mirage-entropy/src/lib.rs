@@ -18,7 +18,7 @@ mod normal;
 mod rans;
 
 pub use cdf::CdfTable;
-pub use rans::{decode, encode};
+pub use rans::{decode, encode, StreamDecoder};
 
 use thiserror::Error;
 

@@ -93,28 +93,62 @@ pub fn decode(
     indexes: &[usize],
     tables: &[CdfTable],
 ) -> Result<Vec<i32>, EntropyError> {
-    let mut decoder = Decoder::new(data)?;
-    let mut symbols = Vec::with_capacity(indexes.len());
-    for (position, &index) in indexes.iter().enumerate() {
-        let table = table_at(tables, position, index)?;
-        let slot = table.slot_containing(decoder.peek(PRECISION));
-        let (start, freq) = table.range(slot);
-        decoder.advance(start, freq, PRECISION)?;
-        let value = if slot == table.escape_slot() {
-            let value = decoder.get_escaped_value()?;
-            // The encoder escapes only values without a regular slot; any
-            // other escaped value can only come from corruption.
-            if table.regular_slot(value).is_some() {
-                return Err(EntropyError::BadEscape);
-            }
-            value
-        } else {
-            table.value_of(slot)
-        };
-        symbols.push(value);
-    }
-    decoder.finish()?;
+    let mut stream = StreamDecoder::new(data)?;
+    let symbols = stream.decode(indexes, tables)?;
+    stream.finish()?;
     Ok(symbols)
+}
+
+/// A stream decoded in several calls, for context models whose tables depend on
+/// symbols decoded earlier in the same stream: the encoder codes everything with one
+/// [`encode`], the decoder asks for the symbols a few at a time, in the same order.
+pub struct StreamDecoder<'a> {
+    decoder: Decoder<'a>,
+    decoded: usize,
+}
+
+impl<'a> StreamDecoder<'a> {
+    pub fn new(data: &'a [u8]) -> Result<StreamDecoder<'a>, EntropyError> {
+        Ok(StreamDecoder {
+            decoder: Decoder::new(data)?,
+            decoded: 0,
+        })
+    }
+
+    /// The next `indexes.len()` symbols, symbol `i` with `tables[indexes[i]]`.
+    pub fn decode(
+        &mut self,
+        indexes: &[usize],
+        tables: &[CdfTable],
+    ) -> Result<Vec<i32>, EntropyError> {
+        let decoder = &mut self.decoder;
+        let mut symbols = Vec::with_capacity(indexes.len());
+        for (i, &index) in indexes.iter().enumerate() {
+            let table = table_at(tables, self.decoded + i, index)?;
+            let slot = table.slot_containing(decoder.peek(PRECISION));
+            let (start, freq) = table.range(slot);
+            decoder.advance(start, freq, PRECISION)?;
+            let value = if slot == table.escape_slot() {
+                let value = decoder.get_escaped_value()?;
+                // The encoder escapes only values without a regular slot; any
+                // other escaped value can only come from corruption.
+                if table.regular_slot(value).is_some() {
+                    return Err(EntropyError::BadEscape);
+                }
+                value
+            } else {
+                table.value_of(slot)
+            };
+            symbols.push(value);
+        }
+        self.decoded += indexes.len();
+        Ok(symbols)
+    }
+
+    /// Checks that the stream ended exactly where the encoder's did.
+    pub fn finish(self) -> Result<(), EntropyError> {
+        self.decoder.finish()
+    }
 }
 
 fn table_at(tables: &[CdfTable], position: usize, index: usize) -> Result<&CdfTable, EntropyError> {

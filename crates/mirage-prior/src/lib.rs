@@ -17,13 +17,15 @@
 //! Feature maps are stored channel-last (`[H][W][C]`) so that the innermost loop runs
 //! over contiguous output channels, which vectorises without changing any sum's order.
 
+pub mod context;
+
 use rayon::prelude::*;
 
 /// `acc[i] += a * w[i]` over a row of output channels (see [`multiply_add_kernel`]).
 type MultiplyAdd = dyn Fn(&mut [f32], f32, &[f32]) + Sync;
 
 /// PyTorch's default negative slope, which the trained network used.
-const LEAKY_SLOPE: f32 = 0.01;
+pub(crate) const LEAKY_SLOPE: f32 = 0.01;
 
 /// A channel-last feature map.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,6 +197,52 @@ impl Conv {
         }
     }
 
+    /// A stride-1 convolution evaluated only at `positions` (row-major indexes), reading
+    /// only the input positions for which `reads(position)` holds (the others are known
+    /// to be zero, and skipping them saves half the work of a checkerboard context).
+    /// Returns a `1 × positions.len()` map in `positions` order. Each output's sum runs
+    /// in the same fixed order as [`Conv::forward`] over the taps it reads.
+    pub fn forward_at(
+        &self,
+        input: &FeatureMap,
+        positions: &[usize],
+        reads: impl Fn(usize) -> bool + Sync,
+    ) -> Result<FeatureMap, ShapeError> {
+        if input.channels != self.c_in || self.stride != 1 || self.transposed {
+            return Err(ShapeError("forward_at needs a stride-1 convolution".into()));
+        }
+        let (k, c_in, c_out) = (self.kernel, self.c_in, self.c_out);
+        let mut out = FeatureMap::zeros(1, positions.len(), c_out);
+        let kernel = multiply_add_kernel();
+        out.data
+            .par_chunks_mut(c_out)
+            .zip(positions.par_iter())
+            .for_each(|(acc, &p)| {
+                let (oy, ox) = (p / input.width, p % input.width);
+                acc.copy_from_slice(&self.bias);
+                for ky in 0..k {
+                    let Some(iy) = self.source(oy, ky, input.height) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let Some(ix) = self.source(ox, kx, input.width) else {
+                            continue;
+                        };
+                        let q = iy * input.width + ix;
+                        if !reads(q) {
+                            continue;
+                        }
+                        let pixel = &input.data[q * c_in..][..c_in];
+                        let taps = &self.weight[(ky * k + kx) * c_in * c_out..][..c_in * c_out];
+                        for (ci, &a) in pixel.iter().enumerate() {
+                            kernel(acc, a, &taps[ci * c_out..(ci + 1) * c_out]);
+                        }
+                    }
+                }
+            });
+        Ok(out)
+    }
+
     pub fn forward(&self, input: &FeatureMap) -> Result<FeatureMap, ShapeError> {
         if input.channels != self.c_in {
             return Err(ShapeError(format!(
@@ -305,6 +353,26 @@ impl HyperSynthesis {
         height: usize,
         width: usize,
     ) -> Result<EntropyParameters, ShapeError> {
+        let h = self.features(z_hat, inverse_gain, height, width)?;
+        let chw = h.to_chw();
+        let half = chw.len() / 2;
+        Ok(EntropyParameters {
+            scales: chw[..half].to_vec(),
+            means: chw[half..].to_vec(),
+            height: h.height,
+            width: h.width,
+        })
+    }
+
+    /// The raw output map (channel-last, `[scales..., means...]`), which the context
+    /// model reads.
+    pub fn features(
+        &self,
+        z_hat: &[i32],
+        inverse_gain: &[f32],
+        height: usize,
+        width: usize,
+    ) -> Result<FeatureMap, ShapeError> {
         let c = self.input_channels();
         if z_hat.len() != c * height * width || inverse_gain.len() != c {
             return Err(ShapeError("hyper-latent size mismatch".into()));
@@ -325,14 +393,7 @@ impl HyperSynthesis {
             }
             h = layer.forward(&h)?;
         }
-        let chw = h.to_chw();
-        let half = chw.len() / 2;
-        Ok(EntropyParameters {
-            scales: chw[..half].to_vec(),
-            means: chw[half..].to_vec(),
-            height: h.height,
-            width: h.width,
-        })
+        Ok(h)
     }
 }
 
@@ -360,11 +421,11 @@ pub fn interpolate_gain(table: &[f32], levels: usize, rate: u16, rate_max: u16) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A small xorshift so the tests need no dependencies and are reproducible.
-    fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    pub(crate) fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {

@@ -8,6 +8,7 @@
 //! The encoder also decodes nothing twice: it codes the hyper-latent, then computes the
 //! entropy parameters from the *quantized* hyper-latent exactly as the decoder will.
 
+use crate::entropy_model::{CodedLatent, EntropyModel};
 use crate::error::{MirageError, Result};
 use crate::model::flow::FlowRefiner;
 use crate::model::realism::RealismGenerator;
@@ -17,7 +18,7 @@ use image::RgbImage;
 use mirage_entropy::{gaussian, CdfTable};
 use mirage_format::realism_map::RealismMap;
 use mirage_format::{Container, Header, RATE_MAX};
-use mirage_prior::{interpolate_gain, Conv, EntropyParameters, HyperSynthesis};
+use mirage_prior::{interpolate_gain, EntropyParameters};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -89,7 +90,7 @@ pub struct Codec {
     id: [u8; 8],
     _vs: VarStore,
     net: Hyperprior,
-    hyper_synthesis: HyperSynthesis,
+    entropy_model: EntropyModel,
     gain: Vec<f32>,
     inverse_gain: Vec<f32>,
     hyper_gain: Vec<f32>,
@@ -228,24 +229,7 @@ impl Codec {
         let vs = VarStore::new(Device::Cpu);
         let net = Hyperprior::new(&vs.root(), file.config, ConvPrecision::F32);
         file.fill(&vs)?;
-        let (n, m) = (file.config.n as usize, file.config.m as usize);
-        let layer = |name: &str, c_in, c_out, k, s, t| -> Result<Conv> {
-            let w = &file.tensor(&format!("hyper_synthesis.{name}.weight"))?.1;
-            let b = &file.tensor(&format!("hyper_synthesis.{name}.bias"))?.1;
-            Conv::new(w, b, c_in, c_out, k, s, t).map_err(|e| MirageError::InvalidModel {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })
-        };
-        let hyper_synthesis = HyperSynthesis::new(vec![
-            layer("conv0", n, m, 5, 2, true)?,
-            layer("conv1", m, m * 3 / 2, 5, 2, true)?,
-            layer("conv2", m * 3 / 2, 2 * m, 3, 1, false)?,
-        ])
-        .map_err(|e| MirageError::InvalidModel {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let entropy_model = EntropyModel::load(&file, path)?;
         let table = |name: &str| -> Result<Vec<f32>> { Ok(file.tensor(name)?.1.clone()) };
         Ok(Codec {
             id: file.id,
@@ -256,7 +240,7 @@ impl Codec {
             hyper_tables: file.hyper_tables,
             _vs: vs,
             net,
-            hyper_synthesis,
+            entropy_model,
             realism: None,
             flow: None,
             predictor: None,
@@ -422,24 +406,15 @@ impl Codec {
         })
     }
 
-    /// The deterministic entropy parameters for a decoded hyper-latent.
-    fn entropy_parameters(
-        &self,
-        z: &[i32],
-        rate: u16,
-        zh: usize,
-        zw: usize,
-    ) -> Result<(EntropyParameters, Vec<usize>)> {
-        let params = self
-            .hyper_synthesis
-            .run(z, &self.gains(&self.inverse_hyper_gain, rate), zh, zw)
-            .map_err(|e| MirageError::BadParameter(e.to_string()))?;
-        let indexes = params
-            .scales
-            .iter()
-            .map(|&s| gaussian::scale_index(s))
-            .collect();
-        Ok((params, indexes))
+    /// Decodes the latent section from a decoded hyper-latent, through the
+    /// deterministic entropy model.
+    fn decode_latent(&self, c: &Container, z: &[i32], zh: usize, zw: usize) -> Result<CodedLatent> {
+        self.entropy_model.decode(
+            z,
+            &self.gains(&self.inverse_hyper_gain, c.header.rate),
+            (zh, zw),
+            &c.sections[LATENT_SECTION],
+        )
     }
 
     fn hyper_indexes(&self, zh: usize, zw: usize) -> Vec<usize> {
@@ -474,19 +449,26 @@ impl Codec {
         let y_gained = Vec::<f32>::try_from(y_gained.flatten(0, -1))?;
         t.networks += start.elapsed();
 
+        // The latent's parameters and its coding are interleaved when the context model
+        // is on (each pass's tables depend on the symbols before it): both count as
+        // entropy parameters here.
         let start = Instant::now();
-        let (params, indexes) = self.entropy_parameters(&z, rate, zh, zw)?;
-        let symbols: Vec<i32> = y_gained
-            .iter()
-            .zip(&params.means)
-            .map(|(&y, &mu)| (y - mu).round() as i32)
-            .collect();
+        let (latent_bytes, coded) = self.entropy_model.encode(
+            &z,
+            &self.gains(&self.inverse_hyper_gain, rate),
+            (zh, zw),
+            &y_gained,
+        )?;
+        let CodedLatent {
+            symbols,
+            params,
+            indexes,
+        } = coded;
         t.entropy_parameters = start.elapsed();
 
         let start = Instant::now();
         let hyper_indexes = self.hyper_indexes(zh, zw);
         let hyper_bytes = mirage_entropy::encode(&z, &hyper_indexes, &self.hyper_tables)?;
-        let latent_bytes = mirage_entropy::encode(&symbols, &indexes, gaussian::gaussian_tables())?;
         let container = Container {
             header: Header {
                 model_id: self.id,
@@ -615,7 +597,7 @@ impl Codec {
     pub fn scale_indexes(&self, bytes: &[u8]) -> Result<Vec<usize>> {
         let c = self.open(bytes)?;
         let (z, zh, zw) = self.decode_hyper_latent(&c)?;
-        Ok(self.entropy_parameters(&z, c.header.rate, zh, zw)?.1)
+        Ok(self.decode_latent(&c, &z, zh, zw)?.indexes)
     }
 
     /// The entropy-decoded integers of both sections (hyper-latent, latent): what the
@@ -623,12 +605,7 @@ impl Codec {
     pub fn decode_symbols(&self, bytes: &[u8]) -> Result<(Vec<i32>, Vec<i32>)> {
         let c = self.open(bytes)?;
         let (z, zh, zw) = self.decode_hyper_latent(&c)?;
-        let (_, indexes) = self.entropy_parameters(&z, c.header.rate, zh, zw)?;
-        let y = mirage_entropy::decode(
-            &c.sections[LATENT_SECTION],
-            &indexes,
-            gaussian::gaussian_tables(),
-        )?;
+        let y = self.decode_latent(&c, &z, zh, zw)?.symbols;
         Ok((z, y))
     }
 
@@ -675,17 +652,12 @@ impl Codec {
         let (z, zh, zw) = self.decode_hyper_latent(&c)?;
         t.entropy_coding = start.elapsed();
 
+        // Parameters and rANS decoding interleave (see `encode_analysis`).
         let start = Instant::now();
-        let (params, indexes) = self.entropy_parameters(&z, h.rate, zh, zw)?;
+        let CodedLatent {
+            symbols, params, ..
+        } = self.decode_latent(&c, &z, zh, zw)?;
         t.entropy_parameters = start.elapsed();
-
-        let start = Instant::now();
-        let symbols = mirage_entropy::decode(
-            &c.sections[LATENT_SECTION],
-            &indexes,
-            gaussian::gaussian_tables(),
-        )?;
-        t.entropy_coding += start.elapsed();
 
         let start = Instant::now();
         let (yh, yw) = (params.height, params.width);
@@ -756,7 +728,7 @@ impl Codec {
         height: u32,
         realism: Option<(&RealismGenerator, &Weights)>,
     ) -> Result<RgbImage> {
-        let m = self.hyper_synthesis.latent_channels;
+        let m = self.entropy_model.latent_channels();
         let margin = if realism.is_some() {
             REALISM_TILE_MARGIN
         } else {
@@ -961,8 +933,10 @@ mod tests {
         });
         let (bytes, _) = codec.compress(&img, RateTarget::Quality(40.0)).unwrap();
         let c = codec.open(&bytes).unwrap();
-        let (z, y) = codec.decode_symbols(&bytes).unwrap();
-        let (params, _) = codec.entropy_parameters(&z, c.header.rate, 10, 10).unwrap();
+        let (z, _) = codec.decode_symbols(&bytes).unwrap();
+        let CodedLatent {
+            symbols: y, params, ..
+        } = codec.decode_latent(&c, &z, 10, 10).unwrap();
         let gain = codec.gains(&codec.inverse_gain, c.header.rate);
         let y_hat: Vec<f32> = y
             .iter()
@@ -970,7 +944,7 @@ mod tests {
             .enumerate()
             .map(|(i, (&s, &mu))| (s as f32 + mu) * gain[i / 1600])
             .collect();
-        let m = codec.hyper_synthesis.latent_channels as i64;
+        let m = codec.entropy_model.latent_channels() as i64;
         (bytes, Tensor::from_slice(&y_hat).view([1, m, 40, 40]))
     }
 

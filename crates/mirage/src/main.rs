@@ -164,7 +164,14 @@ enum Command {
         force: bool,
     },
     /// Show a .mrg file's header and the bytes in each section.
-    Info { file: PathBuf },
+    Info {
+        file: PathBuf,
+        /// Also decode the file's symbols and print digests of them and of the chosen
+        /// Gaussian tables: what the bitstream means, which must be the same on every
+        /// machine, thread count and instruction set.
+        #[arg(long)]
+        symbols: bool,
+    },
     /// Compress and decompress one image into a folder, and report size and quality.
     Roundtrip {
         input: PathBuf,
@@ -362,6 +369,9 @@ enum Command {
         n: i64,
         #[arg(long, default_value_t = 128)]
         m: i64,
+        /// The checkpoint has the spatial–channel context model.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        context: bool,
         #[arg(long, default_value = "models/hyperprior.safetensors")]
         out: PathBuf,
     },
@@ -390,6 +400,13 @@ enum Command {
         n: i64,
         #[arg(long, default_value_t = 128)]
         m: i64,
+        /// Train with the spatial–channel context model.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        context: bool,
+        /// A new run starts from this shipped model's transforms (its density network
+        /// and any missing context layers start fresh).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "bf16")]
         precision: Precision,
         #[arg(long, default_value_t = 250)]
@@ -628,7 +645,26 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Info { file } => info(&file),
+        Command::Info { file, symbols } => {
+            info(&file)?;
+            if symbols {
+                let codec = load_codec(&models)?;
+                let bytes = std::fs::read(&file)?;
+                let (z, y) = codec.decode_symbols(&bytes)?;
+                let indexes = codec.scale_indexes(&bytes)?;
+                let digest = |values: &mut dyn Iterator<Item = i64>| {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    values.for_each(|v| h.update(v.to_le_bytes()));
+                    id_hex_long(&h.finalize())
+                };
+                let zy = digest(&mut z.iter().chain(&y).map(|&v| v as i64));
+                let ix = digest(&mut indexes.iter().map(|&v| v as i64));
+                println!("symbols:     {zy}");
+                println!("tables:      {ix}");
+            }
+            Ok(())
+        }
         Command::Roundtrip {
             input,
             out_dir,
@@ -965,9 +1001,10 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint,
             n,
             m,
+            context,
             out,
         } => {
-            let id = export(&checkpoint, ModelConfig { n, m }, &out)?;
+            let id = export(&checkpoint, ModelConfig { n, m, context }, &out)?;
             println!("wrote {} (model id {})", out.display(), id_hex(&id));
             Ok(())
         }
@@ -1005,6 +1042,8 @@ fn run(cli: Cli) -> Result<()> {
             decay_steps,
             n,
             m,
+            context,
+            init_from,
             precision,
             checkpoint_every,
             validate_every,
@@ -1017,7 +1056,8 @@ fn run(cli: Cli) -> Result<()> {
             crop,
             lr,
             decay_steps,
-            config: ModelConfig { n, m },
+            config: ModelConfig { n, m, context },
+            init_from,
             precision: match precision {
                 Precision::F32 => ConvPrecision::F32,
                 Precision::Bf16 => ConvPrecision::Bf16,
@@ -1283,6 +1323,10 @@ fn for_each_file(
         bail!("{failures} of {} files failed", files.len());
     }
     Ok(())
+}
+
+fn id_hex_long(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn info(file: &Path) -> Result<()> {

@@ -91,6 +91,7 @@ pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Res
         ("n".to_string(), config.n.to_string()),
         ("m".to_string(), config.m.to_string()),
         ("levels".to_string(), LEVELS.to_string()),
+        ("context".to_string(), u8::from(config.context).to_string()),
     ]);
     write_safetensors(&owned, metadata, out)
 }
@@ -405,6 +406,8 @@ impl ModelFile {
         let config = ModelConfig {
             n: number("n")?,
             m: number("m")?,
+            // Files from before the context model have no "context" entry.
+            context: meta.get("context").is_some_and(|v| v == "1"),
         };
         if number("levels")? != LEVELS as i64 {
             return Err("model has a different number of rate levels".into());
@@ -452,5 +455,34 @@ impl ModelFile {
     /// whose job the integer tables do).
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
         fill_variables(&self.tensors, vs, Some("prior."))
+    }
+
+    /// Warm start for training: copies every weight the file has into `vs`, leaving
+    /// the density network and layers the file lacks (a context model new to this
+    /// run) at their initial values. Returns the names left as they were.
+    pub fn fill_available(&self, vs: &VarStore) -> Result<Vec<String>> {
+        let mut fresh = vec![];
+        tch::no_grad(|| {
+            for (name, mut var) in vs.variables() {
+                match self.tensors.get(&name) {
+                    Some((shape, values)) if !name.starts_with("prior.") => {
+                        if *shape != var.size() {
+                            return Err(MirageError::InvalidModel {
+                                path: "(loaded)".into(),
+                                reason: format!(
+                                    "{name} has shape {shape:?}, expected {:?}",
+                                    var.size()
+                                ),
+                            });
+                        }
+                        var.copy_(&Tensor::from_slice(values).view(shape.as_slice()));
+                    }
+                    _ => fresh.push(name),
+                }
+            }
+            Ok(())
+        })?;
+        fresh.sort();
+        Ok(fresh)
     }
 }

@@ -198,3 +198,37 @@ fn folders_are_processed_in_batch() {
     assert!(mirage(&["decode", s(&enc), s(&dec)], "2").status.success());
     assert!(dec.join("a.png").exists() && dec.join("b.png").exists());
 }
+
+/// What a file decodes to (its symbols and the tables that code them) must not depend
+/// on the CPU: everything that feeds the entropy coder runs outside libtorch. Limiting
+/// libtorch's oneDNN kernels to older instruction sets simulates other CPUs; the
+/// decoded symbols and table indexes must be bit-identical under each.
+#[test]
+fn symbols_are_identical_under_other_instruction_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = encoded(dir.path());
+    let digests = |isa: Option<&str>| -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirage"));
+        cmd.args(["--threads", "2", "info", "--symbols", s(&mrg)]);
+        if let Some(isa) = isa {
+            cmd.env("ONEDNN_MAX_CPU_ISA", isa);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("symbols:") || l.starts_with("tables:"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        lines.join("\n")
+    };
+    let native = digests(None);
+    for isa in ["SSE41", "AVX2", "AVX512_CORE"] {
+        assert_eq!(digests(Some(isa)), native, "under ONEDNN_MAX_CPU_ISA={isa}");
+    }
+}

@@ -18,6 +18,7 @@
 //! which the deterministic entropy-parameter path needs, and training samples `r`
 //! continuously so the in-between settings are trained, not only interpolated.
 
+pub mod context;
 pub mod factorized;
 pub mod flow;
 pub mod layers;
@@ -34,11 +35,18 @@ use tch::{nn, Kind, Tensor};
 pub struct ModelConfig {
     pub n: i64,
     pub m: i64,
+    /// With the spatial–channel context model ([`context`]); without it the core is the
+    /// plain mean-scale hyperprior of format v1.
+    pub context: bool,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { n: 128, m: 192 }
+        ModelConfig {
+            n: 96,
+            m: 128,
+            context: true,
+        }
     }
 }
 
@@ -72,6 +80,7 @@ pub struct Hyperprior {
     hyper_analysis: Vec<Conv>,
     pub hyper_synthesis: Vec<Conv>,
     pub prior: FactorizedPrior,
+    pub context: Option<context::ContextModel>,
     gain: Tensor,
     inverse_gain: Tensor,
     pub hyper_gain: Tensor,
@@ -132,7 +141,7 @@ pub struct RdOutput {
 }
 
 /// Rounding whose gradient is the identity (the straight-through estimator).
-fn ste_round(x: &Tensor) -> Tensor {
+pub(crate) fn ste_round(x: &Tensor) -> Tensor {
     (x.round() - x).detach() + x
 }
 
@@ -154,7 +163,7 @@ fn initial_gains(levels: usize, channels: i64) -> Tensor {
 
 impl Hyperprior {
     pub fn new(p: &nn::Path, config: ModelConfig, precision: ConvPrecision) -> Hyperprior {
-        let ModelConfig { n, m } = config;
+        let ModelConfig { n, m, context } = config;
         let a = p / "analysis";
         let s = p / "synthesis";
         let ha = p / "hyper_analysis";
@@ -196,6 +205,7 @@ impl Hyperprior {
                 Conv::down(&hs / "conv2", m * 3 / 2, 2 * m, 3, 1),
             ],
             prior: FactorizedPrior::new(p / "prior", n),
+            context: context.then(|| context::ContextModel::new(&(p / "context"), m, precision)),
             gain: p.var_copy("gain", &gains),
             inverse_gain: p.var_copy("inverse_gain", &gains.reciprocal()),
             hyper_gain: p.var_copy("hyper_gain", &hyper_gains),
@@ -273,8 +283,12 @@ impl Hyperprior {
         let y = self.analysis(x) * self.gain(rate);
         let z = self.hyper_analysis(&y) * Self::interpolate(&self.hyper_gain, rate);
         let z_hat = z.round() * Self::interpolate(&self.inverse_hyper_gain, rate);
-        let (_, mean) = self.hyper_synthesis(&z_hat);
-        ((&y - &mean).round() + &mean) * self.inverse_gain(rate)
+        let (scale, mean) = self.hyper_synthesis(&z_hat);
+        let y_hat = match &self.context {
+            Some(context) => context.forward_train(&y, &scale, &mean).2,
+            None => (&y - &mean).round() + &mean,
+        };
+        y_hat * self.inverse_gain(rate)
     }
 
     /// The training forward pass: additive uniform noise stands in for quantization in
@@ -291,11 +305,17 @@ impl Hyperprior {
         );
         let z_hat = ste_round(&z) * Self::interpolate(&self.inverse_hyper_gain, rate);
         let (scale, mean) = self.hyper_synthesis(&z_hat);
+        let (scale, mean, y_hat) = match &self.context {
+            Some(context) => context.forward_train(&y, &scale, &mean),
+            None => {
+                let y_hat = ste_round(&(&y - &mean)) + &mean;
+                (scale, mean, y_hat)
+            }
+        };
         let y_noisy = &y + y.rand_like() - 0.5;
         let bits_y = -gaussian_likelihood(&y_noisy, &scale, &mean)
             .log2()
             .sum_dim_intlist(&[1, 2, 3][..], false, Kind::Float);
-        let y_hat = ste_round(&(&y - &mean)) + &mean;
         let x_hat = self.synthesis(&(y_hat * self.inverse_gain(rate)));
         RdOutput {
             x_hat,

@@ -73,11 +73,18 @@ impl Adam {
     }
 
     pub fn update(&mut self, lr: f64) {
+        self.update_scaled(lr, |_| 1.0)
+    }
+
+    /// An update whose learning rate is `lr · scale(name)` per variable.
+    pub fn update_scaled(&mut self, lr: f64, scale: impl Fn(&str) -> f64) {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step as i32);
         let bc2 = 1.0 - self.beta2.powi(self.step as i32);
         tch::no_grad(|| {
-            for ((p, m), v) in self.params.iter_mut().zip(&mut self.m).zip(&mut self.v) {
+            let vars = self.params.iter_mut().zip(&mut self.m).zip(&mut self.v);
+            for (((p, m), v), name) in vars.zip(&self.names) {
+                let lr = lr * scale(name);
                 let g = p.grad();
                 if !g.defined() {
                     continue;

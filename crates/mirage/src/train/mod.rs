@@ -35,15 +35,30 @@ pub struct TrainOptions {
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
     pub decay_steps: i64,
     pub config: ModelConfig,
+    /// A new run starts from this shipped model's weights (see `ModelFile::fill_available`).
+    pub init_from: Option<PathBuf>,
     pub precision: ConvPrecision,
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
 }
 
+/// Steps of linear warm-up at the start of a run (fresh layers, a fresh density
+/// network and a fresh Adam state all want small first steps).
+const WARMUP_STEPS: i64 = 300;
+
+/// The hyper-latent's density network learns at this multiple of the learning rate.
+/// Its only job is to fit the histogram of `z`, and a warm-started run begins it from
+/// scratch (the shipped file keeps only its integer tables): at the base rate its
+/// excess bits took hundreds of steps to shrink, and meanwhile their gradient pulls on
+/// the hyper-analysis.
+const PRIOR_LR_FACTOR: f64 = 10.0;
+
 fn learning_rate(o: &TrainOptions, step: i64) -> f64 {
     let decay_start = o.steps - o.decay_steps;
-    if step < decay_start {
+    if step < WARMUP_STEPS {
+        o.lr * (step + 1) as f64 / WARMUP_STEPS as f64
+    } else if step < decay_start {
         o.lr
     } else {
         let t = (step - decay_start) as f64 / o.decay_steps.max(1) as f64;
@@ -136,6 +151,19 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         // Each resume gets fresh randomness; the same seed again would replay old crops.
         rng = StdRng::seed_from_u64(o.seed ^ adam.step as u64);
         tch::manual_seed(o.seed as i64 ^ adam.step);
+    } else if let Some(init) = &o.init_from {
+        let base = crate::model_file::ModelFile::load(init)?;
+        let fresh = base.fill_available(&vs)?;
+        eprintln!(
+            "new run from {}: {} tensors start fresh (density network{})",
+            init.display(),
+            fresh.len(),
+            if o.config.context {
+                ", context model"
+            } else {
+                ""
+            }
+        );
     }
     let elapsed_path = o.run_dir.join("elapsed_seconds");
     let elapsed_before = elapsed_seconds(&elapsed_path);
@@ -172,7 +200,13 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         loss.backward();
         let grad_norm = adam.clip_grad_norm(1.0);
         let lr = learning_rate(o, step);
-        adam.update(lr);
+        adam.update_scaled(lr, |name| {
+            if name.starts_with("prior.") {
+                PRIOR_LR_FACTOR
+            } else {
+                1.0
+            }
+        });
 
         let loss_v = loss.double_value(&[]);
         if !loss_v.is_finite() {
