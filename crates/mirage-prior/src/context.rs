@@ -156,9 +156,7 @@ impl ContextModel {
                         input.data[p * size..(p + 1) * size]
                             .copy_from_slice(&decoded.data[p * m + start..p * m + start + size]);
                     }
-                    spatial_features = group
-                        .spatial
-                        .forward_at(&input, positions, |p| !is_anchor(p))?;
+                    spatial_features = group.spatial.forward_at(&input, positions, is_anchor)?;
                 }
                 let (scales, means) = self.delta(
                     group,

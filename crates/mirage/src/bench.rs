@@ -18,12 +18,15 @@ use std::time::Instant;
 pub struct BenchOptions {
     pub images: PathBuf,
     pub qualities: Vec<f64>,
+    /// Encoder effort levels; the first is the reference of the BD-rate table.
+    pub efforts: Vec<u8>,
     pub out_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Row {
     image: String,
+    effort: u8,
     quality: f64,
     rate: u16,
     bytes: usize,
@@ -44,13 +47,14 @@ struct Row {
     decode_coding_s: f64,
 }
 
-const CSV_HEADER: &str = "image,quality,rate,bytes,bpp,payload_bpp,estimated_payload_bpp,table_payload_bpp,psnr,ms_ssim,ssimulacra2,encode_s,decode_s,encode_networks_s,encode_entropy_parameters_s,encode_entropy_coding_s,decode_networks_s,decode_entropy_parameters_s,decode_entropy_coding_s";
+const CSV_HEADER: &str = "image,effort,quality,rate,bytes,bpp,payload_bpp,estimated_payload_bpp,table_payload_bpp,psnr,ms_ssim,ssimulacra2,encode_s,decode_s,encode_networks_s,encode_entropy_parameters_s,encode_entropy_coding_s,decode_networks_s,decode_entropy_parameters_s,decode_entropy_coding_s";
 
 impl Row {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{:.5},{:.5},{:.5},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+            "{},{},{},{},{},{:.5},{:.5},{:.5},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
             self.image,
+            self.effort,
             self.quality,
             self.rate,
             self.bytes,
@@ -84,7 +88,15 @@ fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn run(codec: &Codec, o: &BenchOptions) -> Result<String> {
     let paths = image_paths(&o.images)?;
     std::fs::create_dir_all(&o.out_dir)?;
-    let bar = progress::bar((paths.len() * o.qualities.len()) as u64, "bench");
+    let efforts = if o.efforts.is_empty() {
+        vec![0]
+    } else {
+        o.efforts.clone()
+    };
+    let bar = progress::bar(
+        (paths.len() * o.qualities.len() * efforts.len()) as u64,
+        "bench",
+    );
     let mut rows = vec![];
     for path in &paths {
         let img = read_image(path)?.image;
@@ -99,9 +111,13 @@ pub fn run(codec: &Codec, o: &BenchOptions) -> Result<String> {
             let (bytes, _) = codec.compress(&img, RateTarget::Quality(50.0))?;
             codec.decompress(&bytes)?;
         }
-        for &q in &o.qualities {
+        for (&effort, &q) in efforts
+            .iter()
+            .flat_map(|e| o.qualities.iter().map(move |q| (e, q)))
+        {
             let start = Instant::now();
-            let (bytes, report) = codec.compress(&img, RateTarget::Quality(q))?;
+            let (bytes, report) =
+                codec.compress_with_effort(&img, RateTarget::Quality(q), effort)?;
             let encode_s = start.elapsed().as_secs_f64();
             let start = Instant::now();
             let (decoded, dt) = codec.decompress(&bytes)?;
@@ -109,6 +125,7 @@ pub fn run(codec: &Codec, o: &BenchOptions) -> Result<String> {
             let et = report.timings;
             rows.push(Row {
                 image: name.clone(),
+                effort,
                 quality: q,
                 rate: report.rate,
                 bytes: bytes.len(),
@@ -140,10 +157,67 @@ pub fn run(codec: &Codec, o: &BenchOptions) -> Result<String> {
         csv.push('\n');
     }
     std::fs::write(o.out_dir.join("kodak.csv"), &csv)?;
-    let table = markdown(&rows, &o.qualities, paths.len());
+    let mut table = String::new();
+    for &effort in &efforts {
+        let these: Vec<Row> = rows
+            .iter()
+            .filter(|r| r.effort == effort)
+            .cloned()
+            .collect();
+        if efforts.len() > 1 {
+            let _ = writeln!(table, "### Effort {effort}\n");
+        }
+        table.push_str(&markdown(&these, &o.qualities, paths.len()));
+        table.push('\n');
+        if effort == efforts[0] {
+            plot(&these, &o.qualities, &o.out_dir.join("kodak-rd.svg"))?;
+        }
+    }
+    if efforts.len() > 1 {
+        table.push_str(&effort_bd_rates(&rows, &efforts));
+    }
     std::fs::write(o.out_dir.join("kodak.md"), &table)?;
-    plot(&rows, &o.qualities, &o.out_dir.join("kodak-rd.svg"))?;
     Ok(table)
+}
+
+/// BD-rate (PSNR and SSIMULACRA2) of each effort level against the first, per image
+/// (PCHIP over the quality points), and the mean encode time.
+fn effort_bd_rates(rows: &[Row], efforts: &[u8]) -> String {
+    use mirage_eval::bd_rate::{bd_rate, RatePoint};
+    let mut s = String::new();
+    let _ = writeln!(s, "### Encoder effort against effort {}\n", efforts[0]);
+    let _ = writeln!(s, "BD-rate per image over the quality points (negative: smaller files for the same quality), mean over images.\n");
+    let _ = writeln!(
+        s,
+        "| effort | BD-rate PSNR | BD-rate SSIMULACRA2 | mean encode s |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    let curve = |image: &str, effort: u8, q: fn(&Row) -> f64| -> Vec<RatePoint> {
+        rows.iter()
+            .filter(|r| r.image == image && r.effort == effort)
+            .map(|r| RatePoint::new(r.bpp, q(r)))
+            .collect()
+    };
+    let mut images: Vec<&str> = rows.iter().map(|r| r.image.as_str()).collect();
+    images.dedup();
+    for &effort in efforts {
+        let mean_bd = |q: fn(&Row) -> f64| {
+            let v: Vec<f64> = images
+                .iter()
+                .filter_map(|im| bd_rate(&curve(im, efforts[0], q), &curve(im, effort, q)))
+                .collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        let these: Vec<&Row> = rows.iter().filter(|r| r.effort == effort).collect();
+        let time = these.iter().map(|r| r.encode_s).sum::<f64>() / these.len().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "| {effort} | {:+.1}% | {:+.1}% | {time:.2} |",
+            mean_bd(|r| r.psnr),
+            mean_bd(|r| r.ssimulacra2)
+        );
+    }
+    s
 }
 
 /// Rate–distortion curves of the means: PSNR and SSIMULACRA2 against bpp.

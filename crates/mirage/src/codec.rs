@@ -81,9 +81,30 @@ pub struct EncodeReport {
 /// rate search runs the big network once.
 pub struct Analysis {
     y: Tensor,
+    /// The rounded hyper-latent to code instead of the one `y` gives (set by the
+    /// effort refinement, whose latent was optimized for it).
+    z: Option<Tensor>,
     width: u32,
     height: u32,
     networks_time: Duration,
+}
+
+impl Analysis {
+    /// The latent before the rate's gain, `[1, M, H/16, W/16]`.
+    pub(crate) fn latent(&self) -> &Tensor {
+        &self.y
+    }
+
+    /// The same image with another latent and a fixed hyper-latent.
+    pub(crate) fn with_latent(&self, y: Tensor, z: Tensor) -> Analysis {
+        Analysis {
+            y,
+            z: Some(z),
+            width: self.width,
+            height: self.height,
+            networks_time: self.networks_time,
+        }
+    }
 }
 
 pub struct Codec {
@@ -137,6 +158,13 @@ pub enum Realism {
 /// decode, so that nothing is invented unless the encoder or the user asked for it.
 pub const DEFAULT_REALISM: f32 = 0.0;
 
+/// The first core (format v1's mean-scale hyperprior, no context model), kept because
+/// the realism generator, the flow refiner and the ConHa predictor were trained on it
+/// and live beside it in `models/v1/` until they are retrained on the current core.
+pub fn v1_model_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors")
+}
+
 /// The model bundled with the repository.
 pub fn default_model_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_MODEL")
@@ -151,7 +179,7 @@ pub fn default_realism_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_REALISM_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/realism.safetensors")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors")
         })
 }
 
@@ -160,7 +188,7 @@ pub fn default_flow_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_FLOW_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/flow.safetensors")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/flow.safetensors")
         })
 }
 
@@ -226,9 +254,11 @@ fn channel_tensor(v: &[f32]) -> Tensor {
 impl Codec {
     pub fn load(path: &Path) -> Result<Codec> {
         let file = ModelFile::load(path)?;
-        let vs = VarStore::new(Device::Cpu);
+        let mut vs = VarStore::new(Device::Cpu);
         let net = Hyperprior::new(&vs.root(), file.config, ConvPrecision::F32);
         file.fill(&vs)?;
+        // Inference only (the effort refinement differentiates the latent, not these).
+        vs.freeze();
         let entropy_model = EntropyModel::load(&file, path)?;
         let table = |name: &str| -> Result<Vec<f32>> { Ok(file.tensor(name)?.1.clone()) };
         Ok(Codec {
@@ -247,20 +277,35 @@ impl Codec {
         })
     }
 
-    /// The bundled hyperprior, with the bundled realism generator if it is there.
+    /// The bundled core, with each bundled decoder add-on (realism generator, flow
+    /// refiner, ConHa predictor) that was trained for it.
     pub fn load_default() -> Result<Codec> {
-        let mut codec = Codec::load(&default_model_path())?;
+        Codec::load_with_addons(&default_model_path())
+    }
+
+    /// A core and the bundled add-ons made for it; add-ons trained for another core are
+    /// left out (asking for them later is then a clear error).
+    pub fn load_with_addons(path: &Path) -> Result<Codec> {
+        let mut codec = Codec::load(path)?;
+        let fits = |r: Result<()>| match r {
+            Err(MirageError::InvalidModel { ref reason, .. })
+                if reason.contains("trained for model") =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
         let realism = default_realism_path();
         if realism.exists() {
-            codec.attach_realism(&realism)?;
+            fits(codec.attach_realism(&realism))?;
         }
         let flow = default_flow_path();
         if flow.exists() {
-            codec.attach_flow(&flow)?;
+            fits(codec.attach_flow(&flow))?;
         }
         let predictor = crate::conha::default_predictor_path();
         if predictor.exists() {
-            codec.attach_predictor(&predictor)?;
+            fits(codec.attach_predictor(&predictor))?;
         }
         Ok(codec)
     }
@@ -302,7 +347,7 @@ impl Codec {
     pub fn predictor(&self) -> Result<&crate::conha::Predictor> {
         self.predictor.as_ref().ok_or_else(|| {
             MirageError::BadParameter(
-                "realism `auto` at the encoder needs the realism predictor (models/realism-predictor.safetensors), which is not loaded".into(),
+                "realism `auto` at the encoder needs a realism predictor trained for this core (the bundled one, models/v1/realism-predictor.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
             )
         })
     }
@@ -325,7 +370,7 @@ impl Codec {
     ) -> Result<(RgbImage, Timings)> {
         let Some(flow) = &self.flow else {
             return Err(MirageError::BadParameter(
-                "the flow decoder needs models/flow.safetensors, which is not loaded".into(),
+                "the flow decoder needs a flow refiner trained for this core (the bundled one, models/v1/flow.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
             ));
         };
         if !FLOW_STEPS.contains(&steps) {
@@ -380,6 +425,11 @@ impl Codec {
     }
 
     /// The hyperprior's widths.
+    /// The transforms (libtorch), for the encoder's effort refinement.
+    pub(crate) fn network(&self) -> &Hyperprior {
+        &self.net
+    }
+
     pub fn config(&self) -> crate::model::ModelConfig {
         self.net.config
     }
@@ -400,6 +450,7 @@ impl Codec {
         let y = tch::no_grad(|| self.net.analysis(&padded_tensor(img)));
         Ok(Analysis {
             y,
+            z: None,
             width: img.width(),
             height: img.height(),
             networks_time: start.elapsed(),
@@ -437,9 +488,13 @@ impl Codec {
         let start = Instant::now();
         let (y_gained, z) = tch::no_grad(|| {
             let y = &a.y * channel_tensor(&self.gains(&self.gain, rate));
-            let z =
-                self.net.hyper_analysis(&y) * channel_tensor(&self.gains(&self.hyper_gain, rate));
-            (y, z.round())
+            let z = match &a.z {
+                Some(z) => z.shallow_clone(),
+                None => (self.net.hyper_analysis(&y)
+                    * channel_tensor(&self.gains(&self.hyper_gain, rate)))
+                .round(),
+            };
+            (y, z)
         });
         let (zh, zw) = (z.size()[2] as usize, z.size()[3] as usize);
         let z: Vec<i32> = Vec::<f32>::try_from(z.flatten(0, -1))?
@@ -645,7 +700,7 @@ impl Codec {
             (Some(r), true) => Some((&r.generator, &weights)),
             (None, true) => {
                 return Err(MirageError::BadParameter(
-                    "this realism needs the realism model (models/realism.safetensors), which is not loaded".into(),
+                    "this realism needs a realism generator trained for this core (the bundled one, models/v1/realism.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
                 ))
             }
         };

@@ -22,7 +22,8 @@ pub fn default_predictor_path() -> PathBuf {
     std::env::var_os("MIRAGE_PREDICTOR_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/realism-predictor.safetensors")
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/v1/realism-predictor.safetensors")
         })
 }
 

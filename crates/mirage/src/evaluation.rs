@@ -78,7 +78,7 @@ impl MirageUnderTest {
             anyhow::bail!("hallucination weight {w} is outside 0..1");
         }
         if w > 0.0 && !codec.has_realism() {
-            anyhow::bail!("mirage-w{w} needs the realism model (models/realism.safetensors)");
+            anyhow::bail!("mirage-w{w} needs a realism generator for the loaded core (models/v1/realism.safetensors is for --model models/v1/hyperprior.safetensors)");
         }
         Ok(MirageUnderTest {
             realism: Some(w),

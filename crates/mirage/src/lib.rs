@@ -17,6 +17,7 @@ pub mod bench;
 pub mod codec;
 pub mod comparison;
 pub mod conha;
+pub mod effort;
 pub mod entropy_model;
 pub mod error;
 pub mod evaluation;

@@ -31,7 +31,7 @@ struct Cli {
     /// Model file (default: the bundled models/hyperprior.safetensors, or $MIRAGE_MODEL).
     #[arg(long, global = true)]
     model: Option<PathBuf>,
-    /// Realism generator file (default: the bundled models/realism.safetensors, or
+    /// Realism generator file (default: the bundled models/v1/realism.safetensors, or
     /// $MIRAGE_REALISM_MODEL).
     #[arg(long, global = true)]
     realism_model: Option<PathBuf>,
@@ -40,17 +40,21 @@ struct Cli {
 }
 
 #[derive(Args)]
-#[group(multiple = false)]
 struct Rate {
     /// Quality 0–100 (continuous rate setting). Default 50.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["bpp", "target_size"])]
     quality: Option<f64>,
     /// Target bits per pixel: the largest file at or under it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_size")]
     bpp: Option<f64>,
     /// Target file size in bytes: the largest file at or under it.
     #[arg(long)]
     target_size: Option<usize>,
+    /// Encoder effort 0–3: higher refines the latent for this image (slower encode,
+    /// smaller file for the same quality; the decoder is unchanged). 0 is the fast
+    /// encoder.
+    #[arg(long, default_value_t = 0)]
+    effort: u8,
 }
 
 impl Rate {
@@ -193,6 +197,10 @@ enum Command {
             default_value = "0,14.3,28.6,42.9,57.1,71.4,85.7,100"
         )]
         qualities: Vec<f64>,
+        /// Encoder effort levels to run; with more than one, a BD-rate table against the
+        /// first.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        efforts: Vec<u8>,
         #[arg(long, default_value = "bench-results")]
         out_dir: PathBuf,
     },
@@ -305,7 +313,7 @@ enum Command {
         checkpoint: PathBuf,
         #[arg(long, default_value_t = 48)]
         channels: i64,
-        #[arg(long, default_value = "models/flow.safetensors")]
+        #[arg(long, default_value = "models/v1/flow.safetensors")]
         out: PathBuf,
     },
     /// Write the shipped realism generator from a training checkpoint, tied to the
@@ -317,7 +325,7 @@ enum Command {
         channels: i64,
         #[arg(long, default_value_t = 4)]
         blocks: i64,
-        #[arg(long, default_value = "models/realism.safetensors")]
+        #[arg(long, default_value = "models/v1/realism.safetensors")]
         out: PathBuf,
     },
     /// Write the shipped realism predictor from a `train-predictor` run, tied to the
@@ -325,7 +333,7 @@ enum Command {
     ExportPredictor {
         #[arg(long, default_value = "runs/predictor")]
         run_dir: PathBuf,
-        #[arg(long, default_value = "models/realism-predictor.safetensors")]
+        #[arg(long, default_value = "models/v1/realism-predictor.safetensors")]
         out: PathBuf,
     },
     /// Train the realism predictor (ConHa) on proxy labels computed on the training
@@ -407,6 +415,9 @@ enum Command {
         /// and any missing context layers start fresh).
         #[arg(long)]
         init_from: Option<PathBuf>,
+        /// On resume, fit the density network to the --init-from model's tables again.
+        #[arg(long)]
+        refit_prior: bool,
         #[arg(long, value_enum, default_value = "bf16")]
         precision: Precision,
         #[arg(long, default_value_t = 250)]
@@ -619,7 +630,7 @@ fn run(cli: Cli) -> Result<()> {
                     "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
                 ],
                 "mrg",
-                |src, dst| encode_one(&codec, src, dst, rate.target(), realism, force).map(|_| ()),
+                |src, dst| encode_one(&codec, src, dst, &rate, realism, force).map(|_| ()),
             )
         }
         Command::Decode {
@@ -687,7 +698,7 @@ fn run(cli: Cli) -> Result<()> {
                 Realism::Auto if codec.predictor().is_ok() => Some(Realism::Auto),
                 _ => None,
             };
-            let original = encode_one(&codec, &input, &mrg, rate.target(), encode_realism, true)?;
+            let original = encode_one(&codec, &input, &mrg, &rate, encode_realism, true)?;
             let bytes = std::fs::read(&mrg)?;
             let (decoded, _) = codec.decompress_with(&bytes, realism)?;
             write_image(&decoded, &png, true)?;
@@ -707,6 +718,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             images,
             qualities,
+            efforts,
             out_dir,
         } => {
             let codec = load_codec(&models)?;
@@ -715,6 +727,7 @@ fn run(cli: Cli) -> Result<()> {
                 &BenchOptions {
                     images,
                     qualities,
+                    efforts,
                     out_dir: out_dir.clone(),
                 },
             )?;
@@ -1044,6 +1057,7 @@ fn run(cli: Cli) -> Result<()> {
             m,
             context,
             init_from,
+            refit_prior,
             precision,
             checkpoint_every,
             validate_every,
@@ -1058,6 +1072,7 @@ fn run(cli: Cli) -> Result<()> {
             decay_steps,
             config: ModelConfig { n, m, context },
             init_from,
+            refit_prior,
             precision: match precision {
                 Precision::F32 => ConvPrecision::F32,
                 Precision::Bf16 => ConvPrecision::Bf16,
@@ -1255,10 +1270,14 @@ fn encode_one(
     codec: &Codec,
     src: &Path,
     dst: &Path,
-    target: RateTarget,
+    rate: &Rate,
     realism: Option<Realism>,
     force: bool,
 ) -> Result<image::RgbImage> {
+    let target = rate.target();
+    if rate.effort > 0 && realism == Some(Realism::Auto) {
+        bail!("--effort with --realism auto is not supported yet (the ConHa encoder runs at effort 0)");
+    }
     let loaded = read_image(src)?;
     if let Some(note) = &loaded.note {
         eprintln!("mirage: note: {note}");
@@ -1273,14 +1292,14 @@ fn encode_one(
         }
         Some(Realism::Weight(w)) => suggest_realism(
             &codec
-                .compress(&loaded.image, target)
+                .compress_with_effort(&loaded.image, target, rate.effort)
                 .with_context(|| src.display().to_string())?
                 .0,
             w,
         )?,
         None => {
             codec
-                .compress(&loaded.image, target)
+                .compress_with_effort(&loaded.image, target, rate.effort)
                 .with_context(|| src.display().to_string())?
                 .0
         }

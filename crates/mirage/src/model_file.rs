@@ -21,7 +21,7 @@ pub const FORMAT_NAME: &str = "mirage-hyperprior-v1";
 
 /// The hyper-latent's per-channel pmf is evaluated on `-RADIUS..=RADIUS` and then
 /// trimmed to the range holding all but `TAIL_MASS` of it; values beyond are escaped.
-const RADIUS: i64 = 256;
+pub const RADIUS: i64 = 256;
 const TAIL_MASS: f64 = 1e-7;
 
 /// Everything in a model file, decoded into plain vectors.
@@ -455,6 +455,25 @@ impl ModelFile {
     /// whose job the integer tables do).
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
         fill_variables(&self.tensors, vs, Some("prior."))
+    }
+
+    /// The hyper-latent's tables as probabilities over `-RADIUS..=RADIUS`, `[C, n]`
+    /// (the escape mass dropped), for fitting a fresh density network to them.
+    pub fn hyper_pmf(&self) -> Tensor {
+        let n = (2 * RADIUS + 1) as usize;
+        let mut pmf = vec![0f32; self.hyper_tables.len() * n];
+        for (c, table) in self.hyper_tables.iter().enumerate() {
+            let cdf = table.cdf();
+            for slot in 0..cdf.len().saturating_sub(2) {
+                let value = table.offset() + slot as i32;
+                let index = value + RADIUS as i32;
+                if (0..n as i32).contains(&index) {
+                    pmf[c * n + index as usize] = (cdf[slot + 1] - cdf[slot]) as f32
+                        / (1u32 << mirage_entropy::PRECISION) as f32;
+                }
+            }
+        }
+        Tensor::from_slice(&pmf).view([self.hyper_tables.len() as i64, n as i64])
     }
 
     /// Warm start for training: copies every weight the file has into `vs`, leaving

@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 fn codec() -> Codec {
-    let codec = Codec::load_default().expect("bundled models load");
+    let codec =
+        Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
     assert!(
         codec.predictor().is_ok(),
         "the realism predictor is bundled"

@@ -145,7 +145,8 @@ fn realism_variant_decodes_the_same_files_at_its_weight() {
     )
     .unwrap()
     .to_rgb8();
-    let load = || Codec::load_default().expect("bundled models load");
+    let load =
+        || Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
     let (mse, realism) = (
         MirageUnderTest::new(load()),
         MirageUnderTest::with_realism(load(), 1.0).unwrap(),

@@ -20,7 +20,7 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn flow_decode_is_seeded_and_refines_the_mse_decode() {
-    let codec = Codec::load_default().unwrap();
+    let codec = Codec::load_with_addons(&mirage::codec::v1_model_path()).unwrap();
     assert!(codec.has_flow(), "the flow model is bundled");
     let img = sample();
     let (bytes, _) = codec.compress(&img, RateTarget::Quality(15.0)).unwrap();

@@ -13,7 +13,8 @@ fn sample() -> image::RgbImage {
 }
 
 fn codec() -> Codec {
-    let codec = Codec::load_default().expect("bundled models load");
+    let codec =
+        Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
     assert!(codec.has_realism(), "the realism model is bundled");
     codec
 }

@@ -93,6 +93,45 @@ impl FactorizedPrior {
             .permute([1, 0, 2, 3])
     }
 
+    /// Fits the density to target per-channel pmfs over `-radius..=radius` (`[C, n]`),
+    /// by cross-entropy: a warm start for a run that resumes from a shipped model,
+    /// whose file keeps only the integer tables of this network.
+    pub fn fit_to_pmf(&self, target: &Tensor, radius: i64, steps: usize) {
+        let values = Tensor::arange_start(-radius, radius + 1, (Kind::Float, tch::Device::Cpu));
+        let n = values.size()[0];
+        let x = values.view([1, 1, n]).expand([self.channels, 1, n], false);
+        let params: Vec<&Tensor> = self
+            .matrices
+            .iter()
+            .chain(&self.biases)
+            .chain(&self.factors)
+            .collect();
+        let mut m: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
+        let mut v: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
+        let target = target.to_kind(Kind::Float);
+        for t in 1..=steps as i32 {
+            let lower = self.logits_cumulative(&(&x - 0.5));
+            let upper = self.logits_cumulative(&(&x + 0.5));
+            let sign = -(&lower + &upper).sign();
+            let pmf = ((&sign * &upper).sigmoid() - (&sign * &lower).sigmoid())
+                .abs()
+                .view([self.channels, n])
+                .clamp_min(1e-12);
+            let loss = -(&target * pmf.log()).sum(Kind::Float);
+            let grads = Tensor::run_backward(&[&loss], &params, false, false);
+            tch::no_grad(|| {
+                for (((p, g), m), v) in params.iter().zip(&grads).zip(&mut m).zip(&mut v) {
+                    *m = &*m * 0.9 + g * 0.1;
+                    *v = &*v * 0.999 + g.square() * 0.001;
+                    let update = (&*m / (1.0 - 0.9f64.powi(t)))
+                        / ((&*v / (1.0 - 0.999f64.powi(t))).sqrt() + 1e-8)
+                        * 0.01;
+                    let _ = p.shallow_clone().f_sub_(&update).expect("same shape");
+                }
+            });
+        }
+    }
+
     /// The probability of each integer `-radius..=radius` in each channel:
     /// a `[C, 2 * radius + 1]` f64 tensor, the input to the integer CDF tables.
     pub fn integer_pmf(&self, radius: i64) -> Tensor {

@@ -54,8 +54,11 @@ impl Default for ModelConfig {
 /// (images in [0, 1]), log-spaced (×2.44 a level above the first) to cover about
 /// 0.04–1.2 bpp on Kodak. (The shipped run started with a ladder from 0.0004, moved the
 /// bottom to 0.00015 at step 5.7k when Kodak showed that 0.0004 stopped near 0.1 bpp,
-/// and to 0.0001 at step 22k when 0.00015 stopped at 0.057; see the model card.)
-pub const LAMBDAS: [f64; 8] = [0.0001, 0.00037, 0.0009, 0.0022, 0.0053, 0.013, 0.031, 0.076];
+/// and to 0.0001 at step 22k when 0.00015 stopped at 0.057; see the model card. Core
+/// v2 moved it to 0.00004 at its step 1,000 so that the range reaches 0.03 bpp.)
+pub const LAMBDAS: [f64; 8] = [
+    0.00004, 0.00037, 0.0009, 0.0022, 0.0053, 0.013, 0.031, 0.076,
+];
 pub const LEVELS: usize = LAMBDAS.len();
 
 /// Scales below this are clamped: it is the smallest scale of the Gaussian tables,

@@ -37,6 +37,8 @@ pub struct TrainOptions {
     pub config: ModelConfig,
     /// A new run starts from this shipped model's weights (see `ModelFile::fill_available`).
     pub init_from: Option<PathBuf>,
+    /// On resume, fit the density network to `init_from`'s tables again.
+    pub refit_prior: bool,
     pub precision: ConvPrecision,
     pub checkpoint_every: i64,
     pub validate_every: i64,
@@ -124,6 +126,24 @@ pub(crate) fn save_snapshot(
     save_atomically(vs, &dir.join(format!("{name}-{step}.safetensors")))
 }
 
+/// Fits the density network of the hyper-latent to the `--init-from` model's tables.
+fn refit_prior(model: &Hyperprior, o: &TrainOptions) -> Result<()> {
+    let Some(init) = &o.init_from else {
+        anyhow::bail!("--refit-prior needs --init-from");
+    };
+    let base = crate::model_file::ModelFile::load(init)?;
+    let started = Instant::now();
+    model
+        .prior
+        .fit_to_pmf(&base.hyper_pmf(), crate::model_file::RADIUS, 400);
+    eprintln!(
+        "density network fitted to {}'s tables in {:.1} s",
+        init.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn train(o: &TrainOptions) -> Result<()> {
     std::fs::create_dir_all(&o.run_dir)?;
     let mut rng = StdRng::seed_from_u64(o.seed);
@@ -151,9 +171,13 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         // Each resume gets fresh randomness; the same seed again would replay old crops.
         rng = StdRng::seed_from_u64(o.seed ^ adam.step as u64);
         tch::manual_seed(o.seed as i64 ^ adam.step);
+        if o.refit_prior {
+            refit_prior(&model, o)?;
+        }
     } else if let Some(init) = &o.init_from {
         let base = crate::model_file::ModelFile::load(init)?;
         let fresh = base.fill_available(&vs)?;
+        refit_prior(&model, o)?;
         eprintln!(
             "new run from {}: {} tensors start fresh (density network{})",
             init.display(),
