@@ -165,6 +165,22 @@ pub fn v1_model_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors")
 }
 
+/// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
+/// error path: it hashes the model files).
+fn bundled_model_hint(id: &[u8; 8]) -> String {
+    [v1_model_path(), default_model_path()]
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
+        .map(|p| {
+            let shown = p
+                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+                .map(Path::to_path_buf)
+                .unwrap_or(p);
+            format!(", which is --model {}", shown.display())
+        })
+        .unwrap_or_default()
+}
+
 /// The model bundled with the repository.
 pub fn default_model_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_MODEL")
@@ -621,6 +637,7 @@ impl Codec {
             return Err(MirageError::WrongModel {
                 file: id_hex(&h.model_id),
                 loaded: id_hex(&self.id),
+                hint: bundled_model_hint(&h.model_id),
             });
         }
         if h.decoder != 0 {

@@ -14,8 +14,13 @@ pub enum MirageError {
     /// The container is intact but an entropy-coded section does not decode.
     #[error("corrupt compressed data: {0}")]
     Entropy(#[from] EntropyError),
-    #[error("the file was made with model {file}, but the loaded model is {loaded}; decode it with the model that made it")]
-    WrongModel { file: String, loaded: String },
+    #[error("the file was made with model {file}, but the loaded model is {loaded}; decode it with the model that made it{hint}")]
+    WrongModel {
+        file: String,
+        loaded: String,
+        /// Where that model is, when it is one of the bundled ones (else empty).
+        hint: String,
+    },
     #[error("the file asks for decoder {0}, which this version of Mirage does not have")]
     UnsupportedDecoder(u8),
     #[error("the file has {0} sections where this decoder expects 2 (or 3 with a realism map)")]

@@ -232,3 +232,31 @@ fn symbols_are_identical_under_other_instruction_sets() {
         assert_eq!(digests(Some(isa)), native, "under ONEDNN_MAX_CPU_ISA={isa}");
     }
 }
+
+/// A file of the first core (format v1's hyperprior, kept in models/v1 for the decoder
+/// add-ons) is refused by the current core with the way to decode it, and decodes
+/// with that model.
+#[test]
+fn a_file_of_the_v1_core_names_the_model_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors");
+    let mrg = dir.path().join("v1.mrg");
+    let out = mirage(&["--model", s(&v1), "encode", s(&sample()), s(&mrg)], "2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = fails(&["decode", s(&mrg), s(&dir.path().join("x.png"))]);
+    assert!(
+        err.contains("--model models/v1/hyperprior.safetensors"),
+        "{err}"
+    );
+    let png = dir.path().join("v1.png");
+    let out = mirage(&["--model", s(&v1), "decode", s(&mrg), s(&png)], "2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
