@@ -122,7 +122,7 @@ impl ContextModel {
         }
         let (h, w) = (hyper.height, hyper.width);
         let hw = h * w;
-        let is_anchor = |p: usize| (p / w + p % w) % 2 == 0;
+        let is_anchor = |p: usize| (p / w + p % w).is_multiple_of(2);
         let anchors: Vec<usize> = (0..hw).filter(|&p| is_anchor(p)).collect();
         let others: Vec<usize> = (0..hw).filter(|&p| !is_anchor(p)).collect();
 
@@ -365,7 +365,7 @@ mod tests {
         let mut changed = y.clone();
         changed[2 * hw + 1] += 40.0;
         let (b, _) = encode(&model, &hyper, &changed);
-        let anchor = |p: usize| (p / w + p % w) % 2 == 0;
+        let anchor = |p: usize| (p / w + p % w).is_multiple_of(2);
         for ch in 0..8 {
             for p in 0..hw {
                 let i = ch * hw + p;

@@ -2,13 +2,12 @@
 //! the image and writes a per-region realism map into the file, which `decode`
 //! follows unless told otherwise (`--realism W`).
 //!
-//! The predictor (`model::predictor`) is trained by `mirage train-predictor`; what it
+//! The encoder side is `Codec::compress_with_predicted_map`. The predictor
+//! (`model::predictor`) is trained by `mirage train-predictor`; what it
 //! learned from is in docs/conha.md and its model card.
 
-use crate::codec::{
-    attach_realism_map, padded_tensor, realism_map_budget, Codec, EncodeReport, RateTarget,
-};
 use crate::error::{MirageError, Result};
+use crate::layout::padded_tensor;
 use crate::model::predictor::RealismPredictor;
 use crate::model_file::{DecoderFile, PREDICTOR_FORMAT_NAME};
 use image::RgbImage;
@@ -36,10 +35,10 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads a predictor trained for `codec`'s model.
-    pub fn load(path: &Path, codec: &Codec) -> Result<Predictor> {
+    /// Loads a predictor trained for the model whose id is `base` (the codec's).
+    pub fn load(path: &Path, base: &[u8; 8]) -> Result<Predictor> {
         let file = DecoderFile::load(path, PREDICTOR_FORMAT_NAME)?;
-        codec.check_base(&file, path)?;
+        file.check_base(base, path)?;
         let fixed_level = file
             .text("fixed_level")
             .and_then(|v| v.parse::<u8>().ok())
@@ -78,30 +77,6 @@ impl Predictor {
             .map(RealismMap::level)
             .collect();
         Ok(RealismMap { cols, rows, levels })
-    }
-
-    /// Compresses at `target` and adds the predicted realism map. A size target keeps
-    /// room for the map, so the file still fits.
-    pub fn compress(
-        &self,
-        codec: &Codec,
-        img: &RgbImage,
-        target: RateTarget,
-    ) -> Result<(Vec<u8>, EncodeReport, RealismMap)> {
-        let reserve = realism_map_budget(img.width(), img.height());
-        let pixels = img.width() as f64 * img.height() as f64;
-        let target = match target {
-            RateTarget::Quality(q) => RateTarget::Quality(q),
-            RateTarget::Bpp(b) => {
-                RateTarget::Bytes(((b * pixels / 8.0).floor() as usize).saturating_sub(reserve))
-            }
-            RateTarget::Bytes(n) => RateTarget::Bytes(n.saturating_sub(reserve)),
-        };
-        let (bytes, mut report) = codec.compress(img, target)?;
-        let map = self.predict(img, report.rate)?;
-        let bytes = attach_realism_map(&bytes, &map)?;
-        report.bytes = bytes.len();
-        Ok((bytes, report, map))
     }
 }
 

@@ -92,7 +92,7 @@ impl Codec {
         let r = rate as f64 * (LEVELS - 1) as f64 / RATE_MAX as f64;
         let rate_t = Tensor::from_slice(&[r as f32]);
         let lambda = lambda_at(r);
-        let x = crate::codec::padded_tensor(img);
+        let x = crate::layout::padded_tensor(img);
         let (h, w) = (img.height() as i64, img.width() as i64);
         let x_crop = x.narrow(2, 0, h).narrow(3, 0, w);
         let pixels = (h * w) as f64;

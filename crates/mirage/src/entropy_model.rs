@@ -11,12 +11,6 @@ use mirage_prior::context::{ContextModel, GroupLayers, Pass};
 use mirage_prior::{Conv, EntropyParameters, HyperSynthesis, ShapeError};
 use std::path::Path;
 
-impl From<ShapeError> for MirageError {
-    fn from(e: ShapeError) -> Self {
-        MirageError::BadParameter(e.to_string())
-    }
-}
-
 pub struct EntropyModel {
     pub hyper_synthesis: HyperSynthesis,
     pub context: Option<ContextModel>,

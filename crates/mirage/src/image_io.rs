@@ -31,8 +31,8 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
         .map_err(|e| unreadable(path, e))?;
     // Refuse absurd dimensions before the decoder allocates anything.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(crate::codec::MAX_SIDE);
-    limits.max_image_height = Some(crate::codec::MAX_SIDE);
+    limits.max_image_width = Some(crate::layout::MAX_SIDE);
+    limits.max_image_height = Some(crate::layout::MAX_SIDE);
     limits.max_alloc = Some(2 << 30);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| unreadable(path, e))?;

@@ -1,8 +1,12 @@
 //! Mirage: a learned image codec whose decoder's hallucination is explicit and
-//! controllable. This crate holds the networks (tch), training, the codec pipeline and
-//! the command-line front end; the bitstream container (`mirage-format`), the entropy
-//! coder (`mirage-entropy`) and the deterministic entropy parameters (`mirage-prior`)
-//! are separate crates that build without libtorch.
+//! controllable. This crate answers "how does an image become a `.mrg` file and back?":
+//! `compress`/`decompress`, rate control (`RateTarget`, the rate search, encoder
+//! effort), the tiled decoders (MSE, realism generator, flow refiner), ConHa's realism
+//! map, image I/O and the public API.
+//!
+//! It may depend on `mirage-nn` (networks and model files), `mirage-format`,
+//! `mirage-entropy`, `mirage-prior` and `mirage-eval`'s metrics; never on training, the
+//! realism measure or the CLI (`mirage-train`, `mirage-realism-measure`, `mirage-cli`).
 //!
 //! ```no_run
 //! use mirage::{Codec, RateTarget};
@@ -13,24 +17,18 @@
 //! # Ok::<(), mirage::MirageError>(())
 //! ```
 
-pub mod bench;
 pub mod codec;
-pub mod comparison;
 pub mod conha;
 pub mod effort;
 pub mod entropy_model;
-pub mod error;
-pub mod evaluation;
 pub mod image_io;
-pub mod model;
-pub mod model_file;
+pub mod layout;
 pub mod progress;
-pub mod realism_measure;
 pub mod refinement;
-pub mod study_pool;
-pub mod train;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};
-pub use error::MirageError;
 /// Quality metrics (PSNR, MS-SSIM, SSIMULACRA2, butteraugli), shared with the evaluation suite.
 pub use mirage_eval::metrics;
+/// The error type, shared by every crate from `mirage-nn` up.
+pub use mirage_nn::error::{self, MirageError};
+use mirage_nn::{model, model_file};

@@ -44,11 +44,10 @@ fn strokes_and_texture() -> image::RgbImage {
 #[test]
 fn auto_encode_fits_the_target_and_decode_follows_the_map() {
     let codec = codec();
-    let predictor = codec.predictor().unwrap();
     let img = strokes_and_texture();
     let target = 0.15;
-    let (bytes, report, map) = predictor
-        .compress(&codec, &img, RateTarget::Bpp(target))
+    let (bytes, report, map) = codec
+        .compress_with_predicted_map(&img, RateTarget::Bpp(target))
         .unwrap();
     let pixels = (img.width() * img.height()) as f64;
     assert!(bytes.len() as f64 * 8.0 / pixels <= target);
@@ -80,7 +79,8 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
 fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
     let codec = codec();
     let weight = |name: &str| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/{name}.png"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../mirage/tests/data/{name}.png"));
         let img = mirage::image_io::read_image(&path).unwrap().image;
         let (_, report) = codec.compress(&img, RateTarget::Bpp(0.1)).unwrap();
         let map = codec
@@ -109,7 +109,10 @@ fn a_predictor_for_another_model_is_refused() {
     let path = dir.path().join("other.safetensors");
     std::fs::write(&path, relabelled).unwrap();
     let codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
-    let err = Predictor::load(&path, &codec).err().unwrap().to_string();
+    let err = Predictor::load(&path, &codec.id())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("trained for model 0123456789abcdef"), "{err}");
     // Without a predictor, asking the encoder for `auto` is a clear error.
     let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
@@ -118,7 +121,7 @@ fn a_predictor_for_another_model_is_refused() {
             dir.path().join("missing.safetensors"),
         )
         .args(["encode", "--realism", "auto"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png"))
         .arg(dir.path().join("a.mrg"))
         .output()
         .unwrap();

@@ -14,7 +14,7 @@ fn mirage(args: &[&str], threads: &str) -> Output {
 }
 
 fn sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png")
 }
 
 fn s(p: &Path) -> &str {

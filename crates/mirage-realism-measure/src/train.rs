@@ -23,8 +23,8 @@ use super::extractor_file;
 use super::patches::PatchGrid;
 use crate::model::layers::ConvPrecision;
 use crate::progress;
-use crate::train::{adam::Adam, data::Dataset};
 use anyhow::{Context, Result};
+use mirage_train::{adam::Adam, data::Dataset};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -172,8 +172,8 @@ pub fn train_extractor(o: &ExtractorTrainOptions) -> Result<()> {
         tch::manual_seed(o.seed as i64 ^ adam.step);
     }
     let elapsed_path = o.run_dir.join("elapsed_seconds");
-    let elapsed_before = crate::train::elapsed_seconds(&elapsed_path);
-    let mut log = crate::train::open_log(
+    let elapsed_before = mirage_train::elapsed_seconds(&elapsed_path);
+    let mut log = mirage_train::open_log(
         &o.run_dir.join("log.csv"),
         "step,wall_seconds,lr,rotation_loss,rotation_accuracy,noise_loss,held_out_rotation_accuracy,held_out_noise_loss",
     )?;

@@ -1,3 +1,9 @@
+//! The realism measure: "how realistic do decoded images look, as a set?" (MFD, MKD).
+//!
+//! It may depend on `mirage-nn` (layers, model ids), `mirage-train` (the optimizer and
+//! data pipeline its extractor trains with), `mirage` (the codec, for the validation)
+//! and `mirage-eval`; only the CLI depends on it.
+//!
 //! A realism measure that needs no downloaded network: FID and KID computed on the
 //! features of an extractor that Mirage trains itself, named **MFD** (Mirage Fréchet
 //! Distance) and **MKD** (Mirage Kernel Distance, reported ×1000), so that they are
@@ -11,12 +17,12 @@
 //!   patches from reconstructions at equal PSNR (`docs/realism-measure.md`).
 //!
 //! ```no_run
-//! use mirage::realism_measure::RealismMeasure;
+//! use mirage_realism_measure::RealismMeasure;
 //! # let (reference, test): (Vec<image::RgbImage>, Vec<image::RgbImage>) = (vec![], vec![]);
 //! let measure = RealismMeasure::load_default()?;
 //! let d = measure.distance(&reference, &test)?;
 //! println!("MFD {:.2}  MKD {:.2}  over {} patches", d.mfd, d.mkd, d.patches);
-//! # Ok::<(), mirage::MirageError>(())
+//! # Ok::<(), mirage_nn::MirageError>(())
 //! ```
 
 pub mod distance;
@@ -25,6 +31,9 @@ pub mod extractor_file;
 pub mod patches;
 pub mod train;
 pub mod validate;
+
+use mirage::{codec, image_io, progress};
+use mirage_nn::{error, model, model_file};
 
 use crate::error::{MirageError, Result};
 use crate::model::layers::ConvPrecision;

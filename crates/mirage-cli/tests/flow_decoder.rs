@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn sample() -> image::RgbImage {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
     mirage::image_io::read_image(&path).unwrap().image
 }
 

@@ -144,7 +144,7 @@ pub struct RdOutput {
 }
 
 /// Rounding whose gradient is the identity (the straight-through estimator).
-pub(crate) fn ste_round(x: &Tensor) -> Tensor {
+pub fn ste_round(x: &Tensor) -> Tensor {
     (x.round() - x).detach() + x
 }
 

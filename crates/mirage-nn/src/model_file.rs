@@ -230,6 +230,22 @@ pub struct DecoderFile {
 }
 
 impl DecoderFile {
+    /// Refuses a file made for another base model than `base` (the one place where
+    /// add-ons — generator, flow, predictor — are checked against the codec's model).
+    pub fn check_base(&self, base: &[u8; 8], path: &Path) -> Result<()> {
+        if self.base_model != id_hex(base) {
+            return Err(MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: format!(
+                    "it was trained for model {}, but the loaded model is {}",
+                    self.base_model,
+                    id_hex(base)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads a file and checks that it is of the expected `format`.
     pub fn load(path: &Path, format: &str) -> Result<DecoderFile> {
         let bytes = std::fs::read(path).map_err(|source| MirageError::Read {

@@ -10,6 +10,10 @@
 
 use crate::entropy_model::{CodedLatent, EntropyModel};
 use crate::error::{MirageError, Result};
+pub use crate::layout::{attach_realism_map, realism_map_budget, MAX_PIXELS, MAX_SIDE};
+use crate::layout::{
+    check_size, padded, padded_tensor, realism_map, HYPER_SECTION, LATENT_SECTION, STRIDE,
+};
 use crate::model::flow::FlowRefiner;
 use crate::model::realism::RealismGenerator;
 use crate::model::{gaussian_likelihood, layers::ConvPrecision, Hyperprior, LEVELS};
@@ -22,19 +26,15 @@ use mirage_prior::{interpolate_gain, EntropyParameters};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
+use tiles::Weights;
+#[cfg(test)]
+use tiles::{tiles, TILE_MARGIN};
 
-/// Largest image the codec accepts: the networks' activations for a 16-megapixel image
-/// take a few GB of RAM (see BENCHMARKS.md for the measured peak).
-pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
-/// Largest side, the container's own limit.
-pub const MAX_SIDE: u32 = mirage_format::MAX_DIMENSION;
-/// Total downsampling of the hyper-latent; images are padded to a multiple of it.
-const STRIDE: usize = 64;
-/// Sections of a file, in order.
-const HYPER_SECTION: usize = 0;
-const LATENT_SECTION: usize = 1;
-/// Optional: the per-region realism map (`mirage_format::realism_map`).
-pub(crate) const REALISM_MAP_SECTION: usize = 2;
+mod paths;
+mod tiles;
+pub use paths::{default_flow_path, default_model_path, default_realism_path, v1_model_path};
+#[cfg(test)]
+mod tests;
 
 /// How the caller sets the rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -158,56 +158,6 @@ pub enum Realism {
 /// decode, so that nothing is invented unless the encoder or the user asked for it.
 pub const DEFAULT_REALISM: f32 = 0.0;
 
-/// The first core (format v1's mean-scale hyperprior, no context model), kept because
-/// the realism generator, the flow refiner and the ConHa predictor were trained on it
-/// and live beside it in `models/v1/` until they are retrained on the current core.
-pub fn v1_model_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors")
-}
-
-/// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
-/// error path: it hashes the model files).
-fn bundled_model_hint(id: &[u8; 8]) -> String {
-    [v1_model_path(), default_model_path()]
-        .into_iter()
-        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
-        .map(|p| {
-            let shown = p
-                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-                .map(Path::to_path_buf)
-                .unwrap_or(p);
-            format!(", which is --model {}", shown.display())
-        })
-        .unwrap_or_default()
-}
-
-/// The model bundled with the repository.
-pub fn default_model_path() -> std::path::PathBuf {
-    std::env::var_os("MIRAGE_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hyperprior.safetensors")
-        })
-}
-
-/// The realism generator bundled with the repository (or `$MIRAGE_REALISM_MODEL`).
-pub fn default_realism_path() -> std::path::PathBuf {
-    std::env::var_os("MIRAGE_REALISM_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors")
-        })
-}
-
-/// The flow refiner bundled with the repository (or `$MIRAGE_FLOW_MODEL`).
-pub fn default_flow_path() -> std::path::PathBuf {
-    std::env::var_os("MIRAGE_FLOW_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/flow.safetensors")
-        })
-}
-
 /// Sets the suggested hallucination weight stored in a file's header (quantized to
 /// 1/255), which `Realism::Auto` decodes with.
 pub fn suggest_realism(bytes: &[u8], w: f32) -> Result<Vec<u8>> {
@@ -225,42 +175,6 @@ fn check_weight(w: f32) -> Result<f32> {
             "realism must be between 0 and 1, not {w}"
         )))
     }
-}
-
-fn padded(size: u32) -> usize {
-    (size as usize).div_ceil(STRIDE) * STRIDE
-}
-
-fn check_size(width: u32, height: u32) -> Result<()> {
-    if width == 0 || height == 0 {
-        return Err(MirageError::EmptyImage);
-    }
-    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
-        return Err(MirageError::ImageTooLarge {
-            width,
-            height,
-            max_pixels: MAX_PIXELS,
-            max_side: MAX_SIDE,
-        });
-    }
-    Ok(())
-}
-
-/// The image as a `[1, 3, H', W']` tensor in [0, 1], padded to a multiple of 64 by
-/// repeating the edge pixels (cheaper to code than a black border).
-pub(crate) fn padded_tensor(img: &RgbImage) -> Tensor {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (pw, ph) = (padded(img.width()), padded(img.height()));
-    let mut data = vec![0f32; 3 * pw * ph];
-    for y in 0..ph {
-        for x in 0..pw {
-            let px = img.get_pixel(x.min(w - 1) as u32, y.min(h - 1) as u32);
-            for c in 0..3 {
-                data[(c * ph + y) * pw + x] = px[c] as f32 / 255.0;
-            }
-        }
-    }
-    Tensor::from_slice(&data).view([1, 3, ph as i64, pw as i64])
 }
 
 fn channel_tensor(v: &[f32]) -> Tensor {
@@ -327,18 +241,8 @@ impl Codec {
     }
 
     /// Refuses an add-on file (generator, flow, predictor) made for another model.
-    pub(crate) fn check_base(&self, file: &DecoderFile, path: &Path) -> Result<()> {
-        if file.base_model != id_hex(&self.id) {
-            return Err(MirageError::InvalidModel {
-                path: path.to_owned(),
-                reason: format!(
-                    "it was trained for model {}, but the loaded model is {}",
-                    file.base_model,
-                    id_hex(&self.id)
-                ),
-            });
-        }
-        Ok(())
+    fn check_base(&self, file: &DecoderFile, path: &Path) -> Result<()> {
+        file.check_base(&self.id, path)
     }
 
     /// Loads a flow refiner; it must have been trained on this codec's model.
@@ -355,7 +259,7 @@ impl Codec {
     /// Loads a realism predictor (ConHa); it must have been trained on this codec's
     /// model.
     pub fn attach_predictor(&mut self, path: &Path) -> Result<()> {
-        self.predictor = Some(crate::conha::Predictor::load(path, self)?);
+        self.predictor = Some(crate::conha::Predictor::load(path, &self.id)?);
         Ok(())
     }
 
@@ -366,6 +270,30 @@ impl Codec {
                 "realism `auto` at the encoder needs a realism predictor trained for this core (the bundled one, models/v1/realism-predictor.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
             )
         })
+    }
+
+    /// Compresses at `target` and adds the realism map the loaded predictor (ConHa)
+    /// predicts. A size target keeps room for the map, so the file still fits.
+    pub fn compress_with_predicted_map(
+        &self,
+        img: &RgbImage,
+        target: RateTarget,
+    ) -> Result<(Vec<u8>, EncodeReport, RealismMap)> {
+        let predictor = self.predictor()?;
+        let reserve = realism_map_budget(img.width(), img.height());
+        let pixels = img.width() as f64 * img.height() as f64;
+        let target = match target {
+            RateTarget::Quality(q) => RateTarget::Quality(q),
+            RateTarget::Bpp(b) => {
+                RateTarget::Bytes(((b * pixels / 8.0).floor() as usize).saturating_sub(reserve))
+            }
+            RateTarget::Bytes(n) => RateTarget::Bytes(n.saturating_sub(reserve)),
+        };
+        let (bytes, mut report) = self.compress(img, target)?;
+        let map = predictor.predict(img, report.rate)?;
+        let bytes = attach_realism_map(&bytes, &map)?;
+        report.bytes = bytes.len();
+        Ok((bytes, report, map))
     }
 
     /// Whether a flow refiner is loaded.
@@ -637,7 +565,7 @@ impl Codec {
             return Err(MirageError::WrongModel {
                 file: id_hex(&h.model_id),
                 loaded: id_hex(&self.id),
-                hint: bundled_model_hint(&h.model_id),
+                hint: paths::bundled_model_hint(&h.model_id),
             });
         }
         if h.decoder != 0 {
@@ -746,221 +674,6 @@ impl Codec {
     }
 }
 
-/// The synthesis runs on fixed tiles of the latent, each with single-threaded libtorch,
-/// so that every output pixel is computed by the same kernels in the same order
-/// whatever the thread count (libtorch's own multi-threading splits convolution sums
-/// differently for 1 and 2 threads, which changes the decoded pixels). Tiles also bound
-/// the decoder's memory. Core tiles are `TILE_ROWS × TILE_COLS` latent positions
-/// (512 × 384 pixels) with `TILE_MARGIN` positions of context on each side: the
-/// synthesis' receptive field reaches about 2 latent positions, so the margin makes
-/// the tiles seamless (`tests::tiles_are_seamless` compares with an untiled decode).
-/// The realism generator adds ten 3×3 convolutions at 1/4 resolution (2.5 latent
-/// positions) to that reach, so it gets a wider margin.
-const TILE_ROWS: usize = 32;
-const TILE_COLS: usize = 24;
-const TILE_MARGIN: usize = 4;
-const REALISM_TILE_MARGIN: usize = 6;
-const LATENT_STRIDE: usize = 16;
-
-#[derive(Clone, Copy, Debug)]
-struct Tile {
-    /// The core region, in latent positions.
-    core: [usize; 4],
-    /// The core plus context, in latent positions: y0, y1, x0, x1.
-    padded: [usize; 4],
-}
-
-fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
-    let mut out = vec![];
-    for y0 in (0..yh).step_by(TILE_ROWS) {
-        for x0 in (0..yw).step_by(TILE_COLS) {
-            let (y1, x1) = ((y0 + TILE_ROWS).min(yh), (x0 + TILE_COLS).min(yw));
-            out.push(Tile {
-                core: [y0, y1, x0, x1],
-                padded: [
-                    y0.saturating_sub(margin),
-                    (y1 + margin).min(yh),
-                    x0.saturating_sub(margin),
-                    (x1 + margin).min(yw),
-                ],
-            });
-        }
-    }
-    out
-}
-
-impl Codec {
-    /// Latent (channel-first, inverse gain applied) → cropped 8-bit image.
-    fn synthesize(
-        &self,
-        y_hat: &[f32],
-        yh: usize,
-        yw: usize,
-        width: u32,
-        height: u32,
-        realism: Option<(&RealismGenerator, &Weights)>,
-    ) -> Result<RgbImage> {
-        let m = self.entropy_model.latent_channels();
-        let margin = if realism.is_some() {
-            REALISM_TILE_MARGIN
-        } else {
-            TILE_MARGIN
-        };
-        let tiles = tiles(yh, yw, margin);
-        let workers = (tch::get_num_threads().max(1) as usize).min(tiles.len());
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let done = std::sync::Mutex::new(vec![]);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let net = self.net.synthesis.replica();
-                let realism = realism.map(|(g, weights)| (g.replica(), weights));
-                let (tiles, next, done) = (&tiles, &next, &done);
-                scope.spawn(move || {
-                    // OpenMP's thread count is per OS thread: pin this worker's to one.
-                    tch::set_num_threads(1);
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(tile) = tiles.get(i) else { break };
-                        let realism = realism.as_ref().map(|(g, weights)| (g, *weights));
-                        let result = synthesize_tile(&net, realism, y_hat, m, yh, yw, tile);
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((i, result));
-                    }
-                });
-            }
-        });
-        let mut img = RgbImage::new(width, height);
-        for (i, result) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            let [y0, y1, x0, x1] = tiles[i].core;
-            let (th, tw) = ((y1 - y0) * LATENT_STRIDE, (x1 - x0) * LATENT_STRIDE);
-            let pixels = result?;
-            for y in 0..th {
-                let py = y0 * LATENT_STRIDE + y;
-                if py >= height as usize {
-                    break;
-                }
-                for x in 0..tw {
-                    let px = x0 * LATENT_STRIDE + x;
-                    if px >= width as usize {
-                        break;
-                    }
-                    let p = img.get_pixel_mut(px as u32, py as u32);
-                    for c in 0..3 {
-                        let v = pixels[(c * th + y) * tw + x];
-                        p[c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-                    }
-                }
-            }
-        }
-        Ok(img)
-    }
-}
-
-/// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin.
-fn synthesize_tile(
-    net: &crate::model::Synthesis,
-    realism: Option<(&RealismGenerator, &Weights)>,
-    y_hat: &[f32],
-    m: usize,
-    yh: usize,
-    yw: usize,
-    tile: &Tile,
-) -> Result<Vec<f32>> {
-    let [py0, py1, px0, px1] = tile.padded;
-    let [y0, y1, x0, x1] = tile.core;
-    let (h, w) = (py1 - py0, px1 - px0);
-    let mut part = Vec::with_capacity(m * h * w);
-    for c in 0..m {
-        for y in py0..py1 {
-            part.extend_from_slice(&y_hat[(c * yh + y) * yw + px0..(c * yh + y) * yw + px1]);
-        }
-    }
-    let out = tch::no_grad(|| {
-        let y = Tensor::from_slice(&part).view([1, m as i64, h as i64, w as i64]);
-        let s = LATENT_STRIDE as i64;
-        let x = match realism {
-            None => net.forward(&y),
-            Some((generator, Weights::Uniform(w))) => {
-                let (x_mse, features) = net.forward_with_features(&y);
-                generator.forward(&x_mse, &features, &Tensor::from_slice(&[*w]))
-            }
-            Some((generator, Weights::Map(map))) => {
-                let (x_mse, features) = net.forward_with_features(&y);
-                // The map's weights for exactly this tile's pixels (margin included),
-                // computed from the global grid, so tiles agree where they overlap.
-                let (x0, y0) = ((px0 * LATENT_STRIDE) as u32, (py0 * LATENT_STRIDE) as u32);
-                let (tw, th) = ((w * LATENT_STRIDE) as i64, (h * LATENT_STRIDE) as i64);
-                let weights = map.weights(x0, y0, tw as u32, th as u32);
-                let weights = Tensor::from_slice(&weights).view([1, 1, th, tw]);
-                generator.forward_map(&x_mse, &features, &weights)
-            }
-        };
-        x.narrow(2, (y0 - py0) as i64 * s, (y1 - y0) as i64 * s)
-            .narrow(3, (x0 - px0) as i64 * s, (x1 - x0) as i64 * s)
-            .contiguous()
-    });
-    Ok(Vec::<f32>::try_from(out.flatten(0, -1))?)
-}
-
-/// The hallucination weights of a decode.
-#[derive(Debug)]
-enum Weights {
-    Uniform(f32),
-    Map(RealismMap),
-}
-
-impl Weights {
-    /// Whether anything is hallucinated at all (else the plain synthesis runs).
-    fn any(&self) -> bool {
-        match self {
-            Weights::Uniform(w) => *w > 0.0,
-            Weights::Map(map) => map.levels.iter().any(|&l| l > 0),
-        }
-    }
-}
-
-/// The realism map of a container, if it has one (checked against the image size).
-fn realism_map(c: &Container) -> Result<Option<RealismMap>> {
-    c.sections
-        .get(REALISM_MAP_SECTION)
-        .map(|bytes| RealismMap::from_bytes(bytes, c.header.width, c.header.height))
-        .transpose()
-        .map_err(Into::into)
-}
-
-/// Adds a realism map to a file (replacing any it had), with its mean weight as the
-/// header's one-number suggestion. A uniform map is stored as the header weight
-/// alone: the same decode, without the section.
-pub fn attach_realism_map(bytes: &[u8], map: &RealismMap) -> Result<Vec<u8>> {
-    let mut c = mirage_format::read(bytes)?;
-    let (cols, rows) = RealismMap::grid(c.header.width, c.header.height);
-    if (map.cols, map.rows) != (cols, rows) {
-        return Err(MirageError::BadParameter(format!(
-            "a realism map of {}x{} cells does not fit a {}x{} image",
-            map.cols, map.rows, c.header.width, c.header.height
-        )));
-    }
-    c.sections.truncate(REALISM_MAP_SECTION);
-    match map.uniform() {
-        Some(level) => {
-            c.header.realism = Some((RealismMap::weight(level) * 255.0).round() as u8);
-        }
-        None => {
-            c.header.realism = Some((map.mean_weight() * 255.0).round() as u8);
-            c.sections.push(map.to_bytes()?);
-        }
-    }
-    Ok(mirage_format::write(&c)?)
-}
-
-/// Bytes a realism map can add to a file of this size (section and its length field):
-/// what a rate target must leave free for it.
-pub fn realism_map_budget(width: u32, height: u32) -> usize {
-    let (cols, rows) = RealismMap::grid(width, height);
-    1 + (cols as usize * rows as usize).div_ceil(4) + 4
-}
-
 /// Bits of symbols under integer tables (the ideal code length the rANS approaches).
 fn estimate_table_bits(symbols: &[i32], indexes: &[usize], tables: &[CdfTable]) -> f64 {
     let total = (1u64 << mirage_entropy::PRECISION) as f64;
@@ -975,176 +688,4 @@ fn estimate_table_bits(symbols: &[i32], indexes: &[usize], tables: &[CdfTable]) 
             -(freq / total).log2()
         })
         .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiles_cover_the_latent_once() {
-        for (yh, yw) in [(1, 1), (32, 48), (48, 32), (70, 25)] {
-            let mut seen = vec![0; yh * yw];
-            for t in tiles(yh, yw, TILE_MARGIN) {
-                let [y0, y1, x0, x1] = t.core;
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        seen[y * yw + x] += 1;
-                    }
-                }
-            }
-            assert!(seen.iter().all(|&n| n == 1), "{yh}x{yw}");
-        }
-    }
-
-    /// A 640×640 test image's file and its dequantized latent (40×40 positions, so
-    /// that the tiles split it both ways).
-    fn file_and_latent(codec: &Codec) -> (Vec<u8>, Tensor) {
-        let img = RgbImage::from_fn(640, 640, |x, y| {
-            image::Rgb([(x / 3) as u8, (y / 3) as u8, ((x ^ y) & 255) as u8])
-        });
-        let (bytes, _) = codec.compress(&img, RateTarget::Quality(40.0)).unwrap();
-        let c = codec.open(&bytes).unwrap();
-        let (z, _) = codec.decode_symbols(&bytes).unwrap();
-        let CodedLatent {
-            symbols: y, params, ..
-        } = codec.decode_latent(&c, &z, 10, 10).unwrap();
-        let gain = codec.gains(&codec.inverse_gain, c.header.rate);
-        let y_hat: Vec<f32> = y
-            .iter()
-            .zip(&params.means)
-            .enumerate()
-            .map(|(i, (&s, &mu))| (s as f32 + mu) * gain[i / 1600])
-            .collect();
-        let m = codec.entropy_model.latent_channels() as i64;
-        (bytes, Tensor::from_slice(&y_hat).view([1, m, 40, 40]))
-    }
-
-    fn worst_difference(a: &RgbImage, b: &RgbImage) -> i32 {
-        a.as_raw()
-            .iter()
-            .zip(b.as_raw())
-            .map(|(&a, &b)| (a as i32 - b as i32).abs())
-            .max()
-            .unwrap()
-    }
-
-    /// The tiled decode agrees with one whole-image synthesis up to float rounding:
-    /// the margins hold the whole receptive field, so no seam can appear.
-    #[test]
-    fn tiles_are_seamless() {
-        let codec = Codec::load_default().unwrap();
-        let (bytes, y_hat) = file_and_latent(&codec);
-        let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
-        let whole = tch::no_grad(|| codec.net.synthesis(&y_hat).clamp(0.0, 1.0));
-        let whole = crate::image_io::from_tensor(&whole).unwrap();
-        // Different convolution blockings round differently: at most one 8-bit level.
-        assert!(worst_difference(&tiled, &whole) <= 1);
-    }
-
-    /// The same for the realism generator, whose margin is wider.
-    #[test]
-    fn realism_tiles_are_seamless() {
-        let codec = Codec::load_default().unwrap();
-        let generator = &codec.realism.as_ref().expect("bundled").generator;
-        let (bytes, y_hat) = file_and_latent(&codec);
-        let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(1.0)).unwrap();
-        let whole = tch::no_grad(|| {
-            let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
-            generator
-                .forward(&x, &features, &Tensor::from_slice(&[1f32]))
-                .clamp(0.0, 1.0)
-        });
-        let whole = crate::image_io::from_tensor(&whole).unwrap();
-        assert!(worst_difference(&tiled, &whole) <= 1);
-    }
-
-    /// A 640×640 map with every level, in a pattern that differs across tile borders.
-    fn test_map() -> RealismMap {
-        let levels = (0..100).map(|i| ((i / 3 + i / 20) % 4) as u8).collect();
-        RealismMap {
-            cols: 10,
-            rows: 10,
-            levels,
-        }
-    }
-
-    /// Per-region decodes are as seamless as uniform ones: the tiled decode of a file
-    /// with a map matches the generator run once on the whole latent with the map's
-    /// weights for every pixel.
-    #[test]
-    fn realism_map_tiles_are_seamless() {
-        let codec = Codec::load_default().unwrap();
-        let generator = &codec.realism.as_ref().expect("bundled").generator;
-        let (bytes, y_hat) = file_and_latent(&codec);
-        let map = test_map();
-        let with_map = attach_realism_map(&bytes, &map).unwrap();
-        let (tiled, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
-        let whole = tch::no_grad(|| {
-            let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
-            let w = Tensor::from_slice(&map.weights(0, 0, 640, 640)).view([1, 1, 640, 640]);
-            generator.forward_map(&x, &features, &w).clamp(0.0, 1.0)
-        });
-        let whole = crate::image_io::from_tensor(&whole).unwrap();
-        assert!(worst_difference(&tiled, &whole) <= 1);
-        // An explicit weight overrides the map; the map changes the decode.
-        let (zero, _) = codec
-            .decompress_with(&with_map, Realism::Weight(0.0))
-            .unwrap();
-        let (plain, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
-        assert_eq!(worst_difference(&zero, &plain), 0);
-        assert!(worst_difference(&tiled, &plain) > 8);
-    }
-
-    /// A constant map decodes like the same uniform weight (FiLM per position equals
-    /// FiLM per image), and is stored as a header weight without a section.
-    #[test]
-    fn a_uniform_map_is_a_header_weight() {
-        let codec = Codec::load_default().unwrap();
-        let (bytes, _) = file_and_latent(&codec);
-        let map = RealismMap {
-            cols: 10,
-            rows: 10,
-            levels: vec![2; 100],
-        };
-        let uniform = attach_realism_map(&bytes, &map).unwrap();
-        assert_eq!(mirage_format::read(&uniform).unwrap().sections.len(), 2);
-        let w = RealismMap::weight(2);
-        let (a, _) = codec.decompress_with(&uniform, Realism::Auto).unwrap();
-        let (b, _) = codec.decompress_with(&bytes, Realism::Weight(w)).unwrap();
-        assert!(worst_difference(&a, &b) <= 1);
-        // The same weights through the map path.
-        let c = codec.open(&bytes).unwrap();
-        assert_eq!(c.sections.len(), 2);
-        let mut varied = test_map();
-        varied.levels.iter_mut().for_each(|l| *l = 2);
-        varied.levels[0] = 1;
-        let with_map = attach_realism_map(&bytes, &varied).unwrap();
-        assert_eq!(mirage_format::read(&with_map).unwrap().sections.len(), 3);
-        let (d, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
-        // Far from the changed cell the decode is the uniform one.
-        let far = |img: &RgbImage| image::imageops::crop_imm(img, 320, 320, 320, 320).to_image();
-        assert!(worst_difference(&far(&d), &far(&a)) <= 1);
-    }
-
-    #[test]
-    fn a_bad_realism_map_is_an_error() {
-        let codec = Codec::load_default().unwrap();
-        let (bytes, _) = file_and_latent(&codec);
-        let wrong_grid = RealismMap {
-            cols: 3,
-            rows: 3,
-            levels: vec![1; 9],
-        };
-        assert!(attach_realism_map(&bytes, &wrong_grid).is_err());
-        // A map section of the wrong length, written past the codec's own checks.
-        let mut c = mirage_format::read(&bytes).unwrap();
-        c.sections.push(vec![6, 0, 0]);
-        let corrupt = mirage_format::write(&c).unwrap();
-        let err = codec.decompress(&corrupt).unwrap_err().to_string();
-        assert!(err.contains("realism map"), "{err}");
-        c.sections.push(vec![0]);
-        let four = mirage_format::write(&c).unwrap();
-        assert!(codec.decompress(&four).is_err());
-    }
 }

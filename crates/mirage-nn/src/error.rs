@@ -58,3 +58,9 @@ pub enum MirageError {
 }
 
 pub type Result<T, E = MirageError> = std::result::Result<T, E>;
+
+impl From<mirage_prior::ShapeError> for MirageError {
+    fn from(e: mirage_prior::ShapeError) -> Self {
+        MirageError::BadParameter(e.to_string())
+    }
+}

@@ -6,9 +6,9 @@
 //! is that its features see blur, not the patch size.
 
 use mirage::image_io::read_image;
-use mirage::realism_measure::patches::PatchGrid;
-use mirage::realism_measure::validate::gaussian_blur;
-use mirage::realism_measure::{default_extractor_path, RealismMeasure};
+use mirage_realism_measure::patches::PatchGrid;
+use mirage_realism_measure::validate::gaussian_blur;
+use mirage_realism_measure::{default_extractor_path, RealismMeasure};
 use std::path::Path;
 
 #[test]
@@ -27,10 +27,11 @@ fn shipped_extractor_puts_a_blurred_copy_farther_than_a_shifted_real_one() {
         size: 32,
         shift: 16,
     };
-    let img =
-        read_image(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png"))
-            .unwrap()
-            .image;
+    let img = read_image(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png"),
+    )
+    .unwrap()
+    .image;
     let crop = |x, y| image::imageops::crop_imm(&img, x, y, 184, 120).to_image();
     // Reference and real test set: the same photo, 16 px apart, so their patches differ
     // the way two real samples do.
@@ -62,7 +63,7 @@ fn fails(args: &[&str]) -> String {
 
 #[test]
 fn distance_command_explains_bad_input() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data");
     let data = data.to_str().unwrap();
     let err = fails(&[
         "distance",

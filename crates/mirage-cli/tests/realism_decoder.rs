@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn sample() -> image::RgbImage {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
     mirage::image_io::read_image(&path).unwrap().image
 }
 
@@ -77,7 +77,7 @@ fn auto_uses_the_suggested_weight() {
 #[test]
 fn realism_decode_is_identical_with_one_and_two_threads() {
     let dir = tempfile::tempdir().unwrap();
-    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png");
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
     let mrg = dir.path().join("a.mrg");
     let run = |args: &[&str], threads: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))

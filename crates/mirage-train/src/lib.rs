@@ -1,3 +1,11 @@
+//! Training: "how are the networks' weights made?" The data pipeline (`data`), the
+//! optimizer (`adam`), the losses and the loop of each model: the hyperprior (this
+//! file), the realism generator (`realism`), the flow refiner (`flow`) and the ConHa
+//! predictor (`predictor`). A loss is changed in the loop's own file.
+//!
+//! It may depend on `mirage-nn` (the networks and model files) and on `mirage` for
+//! image I/O and progress bars; nothing below depends on it.
+//!
 //! `mirage train`: rate–distortion training of the hyperprior over the whole rate range.
 //!
 //! Each image of a batch gets its own continuous rate setting `r ~ U[0, levels − 1]`,
@@ -12,8 +20,10 @@ pub mod flow;
 pub mod predictor;
 pub mod realism;
 
+use mirage::{image_io, progress};
+use mirage_nn::{model, model_file};
+
 use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
-use crate::progress;
 use adam::Adam;
 use anyhow::{Context, Result};
 use data::{mse_per_image, Dataset};
@@ -83,7 +93,7 @@ pub(crate) fn frozen_hyperprior(
 }
 
 /// The training wall time a run directory has recorded so far (0 for a new run).
-pub(crate) fn elapsed_seconds(path: &std::path::Path) -> f64 {
+pub fn elapsed_seconds(path: &std::path::Path) -> f64 {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -91,7 +101,7 @@ pub(crate) fn elapsed_seconds(path: &std::path::Path) -> f64 {
 }
 
 /// Opens a CSV log for appending, writing its header if it is new.
-pub(crate) fn open_log(path: &std::path::Path, header: &str) -> Result<std::fs::File> {
+pub fn open_log(path: &std::path::Path, header: &str) -> Result<std::fs::File> {
     let new = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)

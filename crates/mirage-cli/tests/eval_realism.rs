@@ -7,10 +7,10 @@
 
 use anyhow::{Context, Result};
 use image::RgbImage;
-use mirage::evaluation::RealismSetMeasure;
-use mirage::realism_measure::RealismMeasure;
+use mirage_cli::evaluation::RealismSetMeasure;
 use mirage_eval::codecs::{MoreBits, SettingRange};
 use mirage_eval::{suite, CodecUnderTest, EvalOptions, SetMeasure};
+use mirage_realism_measure::RealismMeasure;
 use std::path::PathBuf;
 
 /// The file is a size header, the raw pixels and `setting` bytes of padding; `blur`
@@ -139,9 +139,10 @@ fn mfd_and_mkd_are_zero_for_a_lossless_codec_and_larger_for_blur() {
 #[test]
 fn realism_variant_decodes_the_same_files_at_its_weight() {
     use mirage::codec::Codec;
-    use mirage::evaluation::MirageUnderTest;
+    use mirage_cli::evaluation::MirageUnderTest;
     let img = image::open(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../mirage/tests/data/kodim23-crop.png"),
     )
     .unwrap()
     .to_rgb8();

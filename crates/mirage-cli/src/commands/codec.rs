@@ -1,0 +1,256 @@
+//! Everyday use: `encode`, `decode`, `info`, `roundtrip`.
+
+use crate::args::*;
+use crate::{load_codec, Models};
+use anyhow::{bail, Context, Result};
+use mirage::codec::{suggest_realism, Codec, Realism};
+use mirage::image_io::{read_image, write_atomically, write_image};
+use mirage::{metrics, progress};
+use mirage_eval::suite;
+use mirage_nn::model_file::id_hex;
+use std::path::Path;
+
+pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+    match command {
+        Command::Encode {
+            input,
+            output,
+            rate,
+            realism,
+            force,
+        } => {
+            let codec = load_codec(models)?;
+            for_each_file(
+                &input,
+                &output,
+                &[
+                    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
+                ],
+                "mrg",
+                |src, dst| encode_one(&codec, src, dst, &rate, realism, force).map(|_| ()),
+            )
+        }
+        Command::Decode {
+            input,
+            output,
+            realism,
+            decoder,
+            steps,
+            seed,
+            temperature,
+            force,
+        } => {
+            let codec = load_codec(models)?;
+            for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
+                let bytes =
+                    std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+                let (img, _) = match decoder {
+                    DecoderChoice::Default => codec.decompress_with(&bytes, realism),
+                    DecoderChoice::Flow => codec.decompress_flow(&bytes, steps, seed, temperature),
+                }
+                .with_context(|| src.display().to_string())?;
+                write_image(&img, dst, force)?;
+                Ok(())
+            })
+        }
+        Command::Info { file, symbols } => {
+            info(&file)?;
+            if symbols {
+                let codec = load_codec(models)?;
+                let bytes = std::fs::read(&file)?;
+                let (z, y) = codec.decode_symbols(&bytes)?;
+                let indexes = codec.scale_indexes(&bytes)?;
+                let digest = |values: &mut dyn Iterator<Item = i64>| {
+                    use sha2::Digest;
+                    let mut h = sha2::Sha256::new();
+                    values.for_each(|v| h.update(v.to_le_bytes()));
+                    id_hex_long(&h.finalize())
+                };
+                let zy = digest(&mut z.iter().chain(&y).map(|&v| v as i64));
+                let ix = digest(&mut indexes.iter().map(|&v| v as i64));
+                println!("symbols:     {zy}");
+                println!("tables:      {ix}");
+            }
+            Ok(())
+        }
+        Command::Roundtrip {
+            input,
+            out_dir,
+            rate,
+            realism,
+        } => {
+            let codec = load_codec(models)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
+            let stem = input
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let mrg = out_dir.join(format!("{stem}.mrg"));
+            let png = out_dir.join(format!("{stem}.decoded.png"));
+            // `auto` is the whole ConHa path when the predictor is there: the encoder
+            // writes its realism map and the decoder follows it.
+            let encode_realism = match realism {
+                Realism::Auto if codec.predictor().is_ok() => Some(Realism::Auto),
+                _ => None,
+            };
+            let original = encode_one(&codec, &input, &mrg, &rate, encode_realism, true)?;
+            let bytes = std::fs::read(&mrg)?;
+            let (decoded, _) = codec.decompress_with(&bytes, realism)?;
+            write_image(&decoded, &png, true)?;
+            let pixels = (original.width() * original.height()) as f64;
+            println!(
+                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {:.2}\n  wrote {} and {}",
+                input.display(),
+                bytes.len(),
+                bytes.len() as f64 * 8.0 / pixels,
+                metrics::psnr(&original, &decoded)?,
+                metrics::ssimulacra2(&original, &decoded)?,
+                mrg.display(),
+                png.display()
+            );
+            Ok(())
+        }
+        _ => unreachable!("not a command of this group"),
+    }
+}
+
+/// Compresses one image file to `dst`; returns the original (for reporting).
+fn encode_one(
+    codec: &Codec,
+    src: &Path,
+    dst: &Path,
+    rate: &Rate,
+    realism: Option<Realism>,
+    force: bool,
+) -> Result<image::RgbImage> {
+    let target = rate.target();
+    if rate.effort > 0 && realism == Some(Realism::Auto) {
+        bail!("--effort with --realism auto is not supported yet (the ConHa encoder runs at effort 0)");
+    }
+    let loaded = read_image(src)?;
+    if let Some(note) = &loaded.note {
+        eprintln!("mirage: note: {note}");
+    }
+    let bytes = match realism {
+        Some(Realism::Auto) => {
+            codec
+                .compress_with_predicted_map(&loaded.image, target)
+                .with_context(|| src.display().to_string())?
+                .0
+        }
+        Some(Realism::Weight(w)) => suggest_realism(
+            &codec
+                .compress_with_effort(&loaded.image, target, rate.effort)
+                .with_context(|| src.display().to_string())?
+                .0,
+            w,
+        )?,
+        None => {
+            codec
+                .compress_with_effort(&loaded.image, target, rate.effort)
+                .with_context(|| src.display().to_string())?
+                .0
+        }
+    };
+    write_atomically(dst, &bytes, force)?;
+    Ok(loaded.image)
+}
+
+/// Runs `job` on one file, or on every file with one of `extensions` in a folder
+/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar.
+fn for_each_file(
+    input: &Path,
+    output: &Path,
+    extensions: &[&str],
+    out_ext: &str,
+    mut job: impl FnMut(&Path, &Path) -> Result<()>,
+) -> Result<()> {
+    if !input.is_dir() {
+        return job(input, output);
+    }
+    let files = suite::files_with_extensions(input, extensions)?;
+    if files.is_empty() {
+        bail!("no {} files in {}", extensions.join("/"), input.display());
+    }
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("cannot create {}", output.display()))?;
+    let bar = progress::bar(files.len() as u64, "files");
+    let mut failures = 0;
+    for src in &files {
+        let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+        let dst = output.join(format!("{stem}.{out_ext}"));
+        if let Err(e) = job(src, &dst) {
+            bar.suspend(|| eprintln!("mirage: {e:#}"));
+            failures += 1;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if failures > 0 {
+        bail!("{failures} of {} files failed", files.len());
+    }
+    Ok(())
+}
+
+fn id_hex_long(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn info(file: &Path) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let c = mirage_format::read(&bytes).with_context(|| file.display().to_string())?;
+    let h = &c.header;
+    let pixels = h.width as f64 * h.height as f64;
+    println!("file:        {}", file.display());
+    println!("format:      Mirage v{}", mirage_format::VERSION);
+    println!("model id:    {}", id_hex(&h.model_id));
+    println!("size:        {}x{}", h.width, h.height);
+    println!(
+        "rate:        {} of {} (quality {:.1})",
+        h.rate,
+        mirage_format::RATE_MAX,
+        h.rate as f64 / 10.0
+    );
+    match h.realism {
+        Some(w) => println!("realism:     {:.3}", w as f64 / 255.0),
+        None => println!("realism:     not set"),
+    }
+    if let Some(map) = c.sections.get(2) {
+        let map = mirage_format::realism_map::RealismMap::from_bytes(map, h.width, h.height)
+            .with_context(|| file.display().to_string())?;
+        println!(
+            "realism map: {}x{} cells of {} px (w per cell, row by row):",
+            map.cols,
+            map.rows,
+            mirage_format::realism_map::CELL
+        );
+        for row in map.levels.chunks(map.cols as usize) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|&l| format!("{:.2}", mirage_format::realism_map::RealismMap::weight(l)))
+                .collect();
+            println!("             {}", cells.join(" "));
+        }
+    }
+    println!("decoder:     {}", h.decoder);
+    println!(
+        "total:       {} bytes, {:.4} bpp",
+        bytes.len(),
+        bytes.len() as f64 * 8.0 / pixels
+    );
+    println!(
+        "header:      {} bytes",
+        mirage_format::header_size(c.sections.len())
+    );
+    let names = ["hyper-latent (z)", "latent (y)", "realism map"];
+    for (i, s) in c.sections.iter().enumerate() {
+        println!(
+            "section {i}:   {} bytes  {}",
+            s.len(),
+            names.get(i).unwrap_or(&"")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `eval`: Mirage against the classic codecs at matched rates.
+
+use crate::args::*;
+use crate::{load_codec, Models};
+use anyhow::{Context, Result};
+use mirage_cli::evaluation::{MirageUnderTest, RealismSetMeasure};
+use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions, SetMeasure};
+use mirage_realism_measure::{default_extractor_path, RealismMeasure};
+
+pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+    match command {
+        Command::Eval {
+            images,
+            codecs,
+            targets,
+            anchor,
+            rate_tolerance,
+            no_butteraugli,
+            no_realism,
+            fixed,
+            jobs,
+            out_dir,
+        } => {
+            // Names as the codecs report them (`mirage-w1.0` is `mirage-w1`).
+            let canonical = |name: &str| -> Result<String> {
+                Ok(match realism_variant(name)? {
+                    Some(w) => format!("mirage-w{w}"),
+                    None => name.to_string(),
+                })
+            };
+            let fixed = fixed
+                .into_iter()
+                .map(|(c, setting)| Ok((canonical(&c)?, setting)))
+                .collect::<Result<Vec<_>>>()?;
+            // With --fixed, the codecs are those named there.
+            let names: Vec<String> = if fixed.is_empty() {
+                codecs.iter().map(|c| canonical(c)).collect::<Result<_>>()?
+            } else {
+                let mut names: Vec<String> = fixed.iter().map(|(c, _)| c.clone()).collect();
+                names.dedup();
+                names
+            };
+            let mut classic = vec![];
+            let mut mirage_codecs: Vec<MirageUnderTest> = vec![];
+            for name in &names {
+                if mirage_codecs.iter().any(|m| m.name() == *name)
+                    || classic.iter().any(|c: &ClassicCodec| c.name() == *name)
+                {
+                    continue;
+                }
+                if name == "mirage" {
+                    mirage_codecs.push(MirageUnderTest::new(load_codec(models)?));
+                } else if let Some(w) = realism_variant(name)? {
+                    mirage_codecs.push(MirageUnderTest::with_realism(load_codec(models)?, w)?);
+                } else {
+                    classic.push(ClassicCodec::by_name(name).with_context(|| {
+                        format!(
+                            "unknown codec {name} (known: mirage, mirage-wW for the realism \
+                             decoder at weight W, {})",
+                            ClassicCodec::all()
+                                .iter()
+                                .map(|c| c.name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?);
+                }
+            }
+            let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
+            under_test.extend(mirage_codecs.iter().map(|m| m as &dyn CodecUnderTest));
+            under_test.extend(classic.iter().map(|c| c as &dyn CodecUnderTest));
+            let options = EvalOptions {
+                targets_bpp: targets,
+                butteraugli: !no_butteraugli,
+                rate_tolerance: rate_tolerance / 100.0,
+                anchor: Some(anchor),
+                jobs: jobs.unwrap_or(0),
+                ..EvalOptions::default()
+            };
+            let paths = if images.is_dir() {
+                suite::image_paths(&images)?
+            } else {
+                vec![images]
+            };
+            if !fixed.is_empty() {
+                let points: Vec<(&dyn CodecUnderTest, f64)> = fixed
+                    .iter()
+                    .map(|(name, setting)| {
+                        let codec = *under_test
+                            .iter()
+                            .find(|c| c.name() == *name)
+                            .expect("every --fixed codec was loaded above");
+                        (codec, *setting)
+                    })
+                    .collect();
+                let report = suite::run_fixed(&points, &paths, &options)?;
+                for path in report.write_all(&out_dir)? {
+                    eprintln!("wrote {}", path.display());
+                }
+                print!("{}", report.markdown());
+                return Ok(());
+            }
+            let realism = if no_realism {
+                None
+            } else {
+                let path = default_extractor_path();
+                let measure = RealismMeasure::load(&path).with_context(|| {
+                    format!(
+                        "cannot load the realism extractor {} (or pass --no-realism)",
+                        path.display()
+                    )
+                })?;
+                Some(RealismSetMeasure::new(measure))
+            };
+            let set_measures: Vec<&dyn SetMeasure> =
+                realism.iter().map(|m| m as &dyn SetMeasure).collect();
+            let start = std::time::Instant::now();
+            let report = suite::run(&under_test, &paths, &set_measures, &options)?;
+            for path in report.write_all(&out_dir)? {
+                eprintln!("wrote {}", path.display());
+            }
+            print!("{}", report.markdown());
+            eprintln!(
+                "evaluated {} images in {:.1} min",
+                paths.len(),
+                start.elapsed().as_secs_f64() / 60.0
+            );
+            Ok(())
+        }
+        _ => unreachable!("not a command of this group"),
+    }
+}

@@ -1,0 +1,139 @@
+//! The realism measure: `realism distance|train-extractor|export|validate`.
+
+use crate::args::*;
+use crate::{load_codec, Models};
+use anyhow::{bail, Context, Result};
+use mirage::image_io::{read_image, write_atomically};
+use mirage_eval::suite;
+use mirage_realism_measure::train::{export_extractor, train_extractor, ExtractorTrainOptions};
+use mirage_realism_measure::{default_extractor_path, validate, RealismMeasure};
+use std::path::PathBuf;
+
+pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+    match command {
+        Command::Realism { command } => realism(command, models),
+        _ => unreachable!("not a command of this group"),
+    }
+}
+
+fn realism(command: RealismCommand, models: &Models) -> Result<()> {
+    let load_measure = |extractor: &Option<PathBuf>| -> Result<RealismMeasure> {
+        let path = extractor.clone().unwrap_or_else(default_extractor_path);
+        RealismMeasure::load(&path).with_context(|| {
+            format!(
+                "no realism extractor at {}; train one with `mirage realism train-extractor` and `mirage realism export`",
+                path.display()
+            )
+        })
+    };
+    match command {
+        RealismCommand::TrainExtractor {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        } => train_extractor(&ExtractorTrainOptions {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        }),
+        RealismCommand::Export {
+            run_dir,
+            data,
+            out,
+            force,
+        } => {
+            let id = export_extractor(&run_dir, &data, &out, force)?;
+            println!("wrote {} (extractor id {id})", out.display());
+            Ok(())
+        }
+        RealismCommand::Distance {
+            reference,
+            test,
+            extractor,
+        } => {
+            let measure = load_measure(&extractor)?;
+            let ref_paths = suite::image_paths(&reference)?;
+            let test_paths = suite::image_paths(&test)?;
+            let mut ref_images = vec![];
+            let mut test_images = vec![];
+            for path in &ref_paths {
+                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                let partner = test_paths
+                    .iter()
+                    .find(|p| p.file_stem().unwrap_or_default().to_string_lossy() == stem)
+                    .with_context(|| format!("{} has no image named {stem}.*", test.display()))?;
+                ref_images.push(read_image(path)?.image);
+                test_images.push(read_image(partner)?.image);
+            }
+            let d = measure.distance(&ref_images, &test_images)?;
+            println!(
+                "MFD {:.4}  MKD {:.4} (x1000)  patches {}  images {}  extractor {}",
+                d.mfd,
+                d.mkd,
+                d.patches,
+                ref_images.len(),
+                measure.extractor_id
+            );
+            Ok(())
+        }
+        RealismCommand::Validate {
+            images,
+            extractor,
+            mirage_quality,
+            no_mirage,
+            out_dir,
+            force,
+        } => {
+            let measure = load_measure(&extractor)?;
+            let md_path = out_dir.join("realism-measure.md");
+            let csv_path = out_dir.join("realism-measure.csv");
+            for p in [&md_path, &csv_path] {
+                if p.exists() && !force {
+                    bail!("{} exists (use --force to replace it)", p.display());
+                }
+            }
+            let originals = suite::image_paths(&images)?
+                .iter()
+                .map(|p| Ok(read_image(p)?.image))
+                .collect::<Result<Vec<_>>>()?;
+            let codec = if no_mirage {
+                None
+            } else {
+                Some(load_codec(models)?)
+            };
+            let result = validate::validate(
+                &measure,
+                &originals,
+                codec.as_ref().map(|c| (c, mirage_quality)),
+            )?;
+            let command = if no_mirage {
+                "mirage realism validate --no-mirage --force".to_string()
+            } else {
+                format!("mirage realism validate --mirage-quality {mirage_quality} --force")
+            };
+            std::fs::create_dir_all(&out_dir)?;
+            write_atomically(&md_path, result.document(&command).as_bytes(), force)?;
+            write_atomically(&csv_path, result.csv().as_bytes(), force)?;
+            print!("{}", result.markdown_table());
+            eprintln!("wrote {} and {}", md_path.display(), csv_path.display());
+            if !result.passed() {
+                bail!("some validation checks failed (see above)");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Where the bundled models are (each can be overridden by an environment variable).
+
+use std::path::Path;
+
+/// The first core (format v1's mean-scale hyperprior, no context model), kept because
+/// the realism generator, the flow refiner and the ConHa predictor were trained on it
+/// and live beside it in `models/v1/` until they are retrained on the current core.
+pub fn v1_model_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors")
+}
+
+/// The model bundled with the repository.
+pub fn default_model_path() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/hyperprior.safetensors")
+        })
+}
+
+/// The realism generator bundled with the repository (or `$MIRAGE_REALISM_MODEL`).
+pub fn default_realism_path() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_REALISM_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors")
+        })
+}
+
+/// The flow refiner bundled with the repository (or `$MIRAGE_FLOW_MODEL`).
+pub fn default_flow_path() -> std::path::PathBuf {
+    std::env::var_os("MIRAGE_FLOW_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/flow.safetensors")
+        })
+}
+
+/// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
+/// error path: it hashes the model files).
+pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
+    [v1_model_path(), default_model_path()]
+        .into_iter()
+        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
+        .map(|p| {
+            let shown = p
+                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+                .map(Path::to_path_buf)
+                .unwrap_or(p);
+            format!(", which is --model {}", shown.display())
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,168 @@
+use super::*;
+
+#[test]
+fn tiles_cover_the_latent_once() {
+    for (yh, yw) in [(1, 1), (32, 48), (48, 32), (70, 25)] {
+        let mut seen = vec![0; yh * yw];
+        for t in tiles(yh, yw, TILE_MARGIN) {
+            let [y0, y1, x0, x1] = t.core;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    seen[y * yw + x] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{yh}x{yw}");
+    }
+}
+
+/// A 640×640 test image's file and its dequantized latent (40×40 positions, so
+/// that the tiles split it both ways).
+fn file_and_latent(codec: &Codec) -> (Vec<u8>, Tensor) {
+    let img = RgbImage::from_fn(640, 640, |x, y| {
+        image::Rgb([(x / 3) as u8, (y / 3) as u8, ((x ^ y) & 255) as u8])
+    });
+    let (bytes, _) = codec.compress(&img, RateTarget::Quality(40.0)).unwrap();
+    let c = codec.open(&bytes).unwrap();
+    let (z, _) = codec.decode_symbols(&bytes).unwrap();
+    let CodedLatent {
+        symbols: y, params, ..
+    } = codec.decode_latent(&c, &z, 10, 10).unwrap();
+    let gain = codec.gains(&codec.inverse_gain, c.header.rate);
+    let y_hat: Vec<f32> = y
+        .iter()
+        .zip(&params.means)
+        .enumerate()
+        .map(|(i, (&s, &mu))| (s as f32 + mu) * gain[i / 1600])
+        .collect();
+    let m = codec.entropy_model.latent_channels() as i64;
+    (bytes, Tensor::from_slice(&y_hat).view([1, m, 40, 40]))
+}
+
+fn worst_difference(a: &RgbImage, b: &RgbImage) -> i32 {
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap()
+}
+
+/// The tiled decode agrees with one whole-image synthesis up to float rounding:
+/// the margins hold the whole receptive field, so no seam can appear.
+#[test]
+fn tiles_are_seamless() {
+    let codec = Codec::load_default().unwrap();
+    let (bytes, y_hat) = file_and_latent(&codec);
+    let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+    let whole = tch::no_grad(|| codec.net.synthesis(&y_hat).clamp(0.0, 1.0));
+    let whole = crate::image_io::from_tensor(&whole).unwrap();
+    // Different convolution blockings round differently: at most one 8-bit level.
+    assert!(worst_difference(&tiled, &whole) <= 1);
+}
+
+/// The same for the realism generator, whose margin is wider.
+#[test]
+fn realism_tiles_are_seamless() {
+    let codec = Codec::load_default().unwrap();
+    let generator = &codec.realism.as_ref().expect("bundled").generator;
+    let (bytes, y_hat) = file_and_latent(&codec);
+    let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(1.0)).unwrap();
+    let whole = tch::no_grad(|| {
+        let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
+        generator
+            .forward(&x, &features, &Tensor::from_slice(&[1f32]))
+            .clamp(0.0, 1.0)
+    });
+    let whole = crate::image_io::from_tensor(&whole).unwrap();
+    assert!(worst_difference(&tiled, &whole) <= 1);
+}
+
+/// A 640×640 map with every level, in a pattern that differs across tile borders.
+fn test_map() -> RealismMap {
+    let levels = (0..100).map(|i| ((i / 3 + i / 20) % 4) as u8).collect();
+    RealismMap {
+        cols: 10,
+        rows: 10,
+        levels,
+    }
+}
+
+/// Per-region decodes are as seamless as uniform ones: the tiled decode of a file
+/// with a map matches the generator run once on the whole latent with the map's
+/// weights for every pixel.
+#[test]
+fn realism_map_tiles_are_seamless() {
+    let codec = Codec::load_default().unwrap();
+    let generator = &codec.realism.as_ref().expect("bundled").generator;
+    let (bytes, y_hat) = file_and_latent(&codec);
+    let map = test_map();
+    let with_map = attach_realism_map(&bytes, &map).unwrap();
+    let (tiled, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+    let whole = tch::no_grad(|| {
+        let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
+        let w = Tensor::from_slice(&map.weights(0, 0, 640, 640)).view([1, 1, 640, 640]);
+        generator.forward_map(&x, &features, &w).clamp(0.0, 1.0)
+    });
+    let whole = crate::image_io::from_tensor(&whole).unwrap();
+    assert!(worst_difference(&tiled, &whole) <= 1);
+    // An explicit weight overrides the map; the map changes the decode.
+    let (zero, _) = codec
+        .decompress_with(&with_map, Realism::Weight(0.0))
+        .unwrap();
+    let (plain, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+    assert_eq!(worst_difference(&zero, &plain), 0);
+    assert!(worst_difference(&tiled, &plain) > 8);
+}
+
+/// A constant map decodes like the same uniform weight (FiLM per position equals
+/// FiLM per image), and is stored as a header weight without a section.
+#[test]
+fn a_uniform_map_is_a_header_weight() {
+    let codec = Codec::load_default().unwrap();
+    let (bytes, _) = file_and_latent(&codec);
+    let map = RealismMap {
+        cols: 10,
+        rows: 10,
+        levels: vec![2; 100],
+    };
+    let uniform = attach_realism_map(&bytes, &map).unwrap();
+    assert_eq!(mirage_format::read(&uniform).unwrap().sections.len(), 2);
+    let w = RealismMap::weight(2);
+    let (a, _) = codec.decompress_with(&uniform, Realism::Auto).unwrap();
+    let (b, _) = codec.decompress_with(&bytes, Realism::Weight(w)).unwrap();
+    assert!(worst_difference(&a, &b) <= 1);
+    // The same weights through the map path.
+    let c = codec.open(&bytes).unwrap();
+    assert_eq!(c.sections.len(), 2);
+    let mut varied = test_map();
+    varied.levels.iter_mut().for_each(|l| *l = 2);
+    varied.levels[0] = 1;
+    let with_map = attach_realism_map(&bytes, &varied).unwrap();
+    assert_eq!(mirage_format::read(&with_map).unwrap().sections.len(), 3);
+    let (d, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+    // Far from the changed cell the decode is the uniform one.
+    let far = |img: &RgbImage| image::imageops::crop_imm(img, 320, 320, 320, 320).to_image();
+    assert!(worst_difference(&far(&d), &far(&a)) <= 1);
+}
+
+#[test]
+fn a_bad_realism_map_is_an_error() {
+    let codec = Codec::load_default().unwrap();
+    let (bytes, _) = file_and_latent(&codec);
+    let wrong_grid = RealismMap {
+        cols: 3,
+        rows: 3,
+        levels: vec![1; 9],
+    };
+    assert!(attach_realism_map(&bytes, &wrong_grid).is_err());
+    // A map section of the wrong length, written past the codec's own checks.
+    let mut c = mirage_format::read(&bytes).unwrap();
+    c.sections.push(vec![6, 0, 0]);
+    let corrupt = mirage_format::write(&c).unwrap();
+    let err = codec.decompress(&corrupt).unwrap_err().to_string();
+    assert!(err.contains("realism map"), "{err}");
+    c.sections.push(vec![0]);
+    let four = mirage_format::write(&c).unwrap();
+    assert!(codec.decompress(&four).is_err());
+}

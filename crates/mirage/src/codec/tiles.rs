@@ -1,0 +1,182 @@
+//! The decoder's synthesis on fixed tiles of the latent.
+
+use super::Codec;
+use crate::error::Result;
+use crate::model::realism::RealismGenerator;
+use image::RgbImage;
+use mirage_format::realism_map::RealismMap;
+use tch::Tensor;
+
+/// The synthesis runs on fixed tiles of the latent, each with single-threaded libtorch,
+/// so that every output pixel is computed by the same kernels in the same order
+/// whatever the thread count (libtorch's own multi-threading splits convolution sums
+/// differently for 1 and 2 threads, which changes the decoded pixels). Tiles also bound
+/// the decoder's memory. Core tiles are `TILE_ROWS × TILE_COLS` latent positions
+/// (512 × 384 pixels) with `TILE_MARGIN` positions of context on each side: the
+/// synthesis' receptive field reaches about 2 latent positions, so the margin makes
+/// the tiles seamless (`tests::tiles_are_seamless` compares with an untiled decode).
+/// The realism generator adds ten 3×3 convolutions at 1/4 resolution (2.5 latent
+/// positions) to that reach, so it gets a wider margin.
+pub(super) const TILE_ROWS: usize = 32;
+pub(super) const TILE_COLS: usize = 24;
+pub(super) const TILE_MARGIN: usize = 4;
+pub(super) const REALISM_TILE_MARGIN: usize = 6;
+pub(super) const LATENT_STRIDE: usize = 16;
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tile {
+    /// The core region, in latent positions.
+    pub(super) core: [usize; 4],
+    /// The core plus context, in latent positions: y0, y1, x0, x1.
+    pub(super) padded: [usize; 4],
+}
+
+pub(super) fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
+    let mut out = vec![];
+    for y0 in (0..yh).step_by(TILE_ROWS) {
+        for x0 in (0..yw).step_by(TILE_COLS) {
+            let (y1, x1) = ((y0 + TILE_ROWS).min(yh), (x0 + TILE_COLS).min(yw));
+            out.push(Tile {
+                core: [y0, y1, x0, x1],
+                padded: [
+                    y0.saturating_sub(margin),
+                    (y1 + margin).min(yh),
+                    x0.saturating_sub(margin),
+                    (x1 + margin).min(yw),
+                ],
+            });
+        }
+    }
+    out
+}
+
+impl Codec {
+    /// Latent (channel-first, inverse gain applied) → cropped 8-bit image.
+    pub(super) fn synthesize(
+        &self,
+        y_hat: &[f32],
+        yh: usize,
+        yw: usize,
+        width: u32,
+        height: u32,
+        realism: Option<(&RealismGenerator, &Weights)>,
+    ) -> Result<RgbImage> {
+        let m = self.entropy_model.latent_channels();
+        let margin = if realism.is_some() {
+            REALISM_TILE_MARGIN
+        } else {
+            TILE_MARGIN
+        };
+        let tiles = tiles(yh, yw, margin);
+        let workers = (tch::get_num_threads().max(1) as usize).min(tiles.len());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done = std::sync::Mutex::new(vec![]);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let net = self.net.synthesis.replica();
+                let realism = realism.map(|(g, weights)| (g.replica(), weights));
+                let (tiles, next, done) = (&tiles, &next, &done);
+                scope.spawn(move || {
+                    // OpenMP's thread count is per OS thread: pin this worker's to one.
+                    tch::set_num_threads(1);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(tile) = tiles.get(i) else { break };
+                        let realism = realism.as_ref().map(|(g, weights)| (g, *weights));
+                        let result = synthesize_tile(&net, realism, y_hat, m, yh, yw, tile);
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((i, result));
+                    }
+                });
+            }
+        });
+        let mut img = RgbImage::new(width, height);
+        for (i, result) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let [y0, y1, x0, x1] = tiles[i].core;
+            let (th, tw) = ((y1 - y0) * LATENT_STRIDE, (x1 - x0) * LATENT_STRIDE);
+            let pixels = result?;
+            for y in 0..th {
+                let py = y0 * LATENT_STRIDE + y;
+                if py >= height as usize {
+                    break;
+                }
+                for x in 0..tw {
+                    let px = x0 * LATENT_STRIDE + x;
+                    if px >= width as usize {
+                        break;
+                    }
+                    let p = img.get_pixel_mut(px as u32, py as u32);
+                    for c in 0..3 {
+                        let v = pixels[(c * th + y) * tw + x];
+                        p[c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                    }
+                }
+            }
+        }
+        Ok(img)
+    }
+}
+
+/// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin.
+pub(super) fn synthesize_tile(
+    net: &crate::model::Synthesis,
+    realism: Option<(&RealismGenerator, &Weights)>,
+    y_hat: &[f32],
+    m: usize,
+    yh: usize,
+    yw: usize,
+    tile: &Tile,
+) -> Result<Vec<f32>> {
+    let [py0, py1, px0, px1] = tile.padded;
+    let [y0, y1, x0, x1] = tile.core;
+    let (h, w) = (py1 - py0, px1 - px0);
+    let mut part = Vec::with_capacity(m * h * w);
+    for c in 0..m {
+        for y in py0..py1 {
+            part.extend_from_slice(&y_hat[(c * yh + y) * yw + px0..(c * yh + y) * yw + px1]);
+        }
+    }
+    let out = tch::no_grad(|| {
+        let y = Tensor::from_slice(&part).view([1, m as i64, h as i64, w as i64]);
+        let s = LATENT_STRIDE as i64;
+        let x = match realism {
+            None => net.forward(&y),
+            Some((generator, Weights::Uniform(w))) => {
+                let (x_mse, features) = net.forward_with_features(&y);
+                generator.forward(&x_mse, &features, &Tensor::from_slice(&[*w]))
+            }
+            Some((generator, Weights::Map(map))) => {
+                let (x_mse, features) = net.forward_with_features(&y);
+                // The map's weights for exactly this tile's pixels (margin included),
+                // computed from the global grid, so tiles agree where they overlap.
+                let (x0, y0) = ((px0 * LATENT_STRIDE) as u32, (py0 * LATENT_STRIDE) as u32);
+                let (tw, th) = ((w * LATENT_STRIDE) as i64, (h * LATENT_STRIDE) as i64);
+                let weights = map.weights(x0, y0, tw as u32, th as u32);
+                let weights = Tensor::from_slice(&weights).view([1, 1, th, tw]);
+                generator.forward_map(&x_mse, &features, &weights)
+            }
+        };
+        x.narrow(2, (y0 - py0) as i64 * s, (y1 - y0) as i64 * s)
+            .narrow(3, (x0 - px0) as i64 * s, (x1 - x0) as i64 * s)
+            .contiguous()
+    });
+    Ok(Vec::<f32>::try_from(out.flatten(0, -1))?)
+}
+
+/// The hallucination weights of a decode.
+#[derive(Debug)]
+pub(super) enum Weights {
+    Uniform(f32),
+    Map(RealismMap),
+}
+
+impl Weights {
+    /// Whether anything is hallucinated at all (else the plain synthesis runs).
+    pub(super) fn any(&self) -> bool {
+        match self {
+            Weights::Uniform(w) => *w > 0.0,
+            Weights::Map(map) => map.levels.iter().any(|&l| l > 0),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What the codec and the ConHa encoder share, below both: the size limits, the
+//! padding to the networks' stride, and the file's sections (the optional realism map).
+
+use crate::error::{MirageError, Result};
+use image::RgbImage;
+use mirage_format::realism_map::RealismMap;
+use mirage_format::Container;
+use tch::Tensor;
+
+/// Largest image the codec accepts: the networks' activations for a 16-megapixel image
+/// take a few GB of RAM (see BENCHMARKS.md for the measured peak).
+pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
+/// Largest side, the container's own limit.
+pub const MAX_SIDE: u32 = mirage_format::MAX_DIMENSION;
+/// Total downsampling of the hyper-latent; images are padded to a multiple of it.
+pub const STRIDE: usize = 64;
+/// Sections of a file, in order.
+pub const HYPER_SECTION: usize = 0;
+pub const LATENT_SECTION: usize = 1;
+/// Optional: the per-region realism map (`mirage_format::realism_map`).
+pub const REALISM_MAP_SECTION: usize = 2;
+
+pub fn padded(size: u32) -> usize {
+    (size as usize).div_ceil(STRIDE) * STRIDE
+}
+
+pub fn check_size(width: u32, height: u32) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(MirageError::EmptyImage);
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
+        return Err(MirageError::ImageTooLarge {
+            width,
+            height,
+            max_pixels: MAX_PIXELS,
+            max_side: MAX_SIDE,
+        });
+    }
+    Ok(())
+}
+
+/// The image as a `[1, 3, H', W']` tensor in [0, 1], padded to a multiple of 64 by
+/// repeating the edge pixels (cheaper to code than a black border).
+pub fn padded_tensor(img: &RgbImage) -> Tensor {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (pw, ph) = (padded(img.width()), padded(img.height()));
+    let mut data = vec![0f32; 3 * pw * ph];
+    for y in 0..ph {
+        for x in 0..pw {
+            let px = img.get_pixel(x.min(w - 1) as u32, y.min(h - 1) as u32);
+            for c in 0..3 {
+                data[(c * ph + y) * pw + x] = px[c] as f32 / 255.0;
+            }
+        }
+    }
+    Tensor::from_slice(&data).view([1, 3, ph as i64, pw as i64])
+}
+
+/// The realism map of a container, if it has one (checked against the image size).
+pub fn realism_map(c: &Container) -> Result<Option<RealismMap>> {
+    c.sections
+        .get(REALISM_MAP_SECTION)
+        .map(|bytes| RealismMap::from_bytes(bytes, c.header.width, c.header.height))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// Adds a realism map to a file (replacing any it had), with its mean weight as the
+/// header's one-number suggestion. A uniform map is stored as the header weight
+/// alone: the same decode, without the section.
+pub fn attach_realism_map(bytes: &[u8], map: &RealismMap) -> Result<Vec<u8>> {
+    let mut c = mirage_format::read(bytes)?;
+    let (cols, rows) = RealismMap::grid(c.header.width, c.header.height);
+    if (map.cols, map.rows) != (cols, rows) {
+        return Err(MirageError::BadParameter(format!(
+            "a realism map of {}x{} cells does not fit a {}x{} image",
+            map.cols, map.rows, c.header.width, c.header.height
+        )));
+    }
+    c.sections.truncate(REALISM_MAP_SECTION);
+    match map.uniform() {
+        Some(level) => {
+            c.header.realism = Some((RealismMap::weight(level) * 255.0).round() as u8);
+        }
+        None => {
+            c.header.realism = Some((map.mean_weight() * 255.0).round() as u8);
+            c.sections.push(map.to_bytes()?);
+        }
+    }
+    Ok(mirage_format::write(&c)?)
+}
+
+/// Bytes a realism map can add to a file of this size (section and its length field):
+/// what a rate target must leave free for it.
+pub fn realism_map_budget(width: u32, height: u32) -> usize {
+    let (cols, rows) = RealismMap::grid(width, height);
+    1 + (cols as usize * rows as usize).div_ceil(4) + 4
+}
