@@ -1,8 +1,8 @@
 //! Mirage's evaluation suite (issue 3): Mirage and the classic codecs compared at matched
 //! file sizes, with metrics, BD-rates, plots and a side-by-side report.
 //!
-//! This crate does not depend on libtorch: Mirage plugs in from the `mirage` crate by
-//! implementing [`CodecUnderTest`]. Modules, one concept each:
+//! This crate does not depend on libtorch: Mirage plugs in from `mirage-cli`
+//! (`evaluation.rs`) by implementing [`CodecUnderTest`]. Modules, one concept each:
 //! - [`codecs`]: the [`CodecUnderTest`] trait and the classic codecs run through their Debian
 //!   command-line tools;
 //! - [`rate_match`]: bisection of a codec's setting to a target bpp, with typed unreachable

@@ -20,10 +20,12 @@ pub const LATENT_SECTION: usize = 1;
 /// Optional: the per-region realism map (`mirage_format::realism_map`).
 pub const REALISM_MAP_SECTION: usize = 2;
 
+/// A side padded up to a multiple of `STRIDE`.
 pub fn padded(size: u32) -> usize {
     (size as usize).div_ceil(STRIDE) * STRIDE
 }
 
+/// Refuses empty images and images over the codec's limits.
 pub fn check_size(width: u32, height: u32) -> Result<()> {
     if width == 0 || height == 0 {
         return Err(MirageError::EmptyImage);
