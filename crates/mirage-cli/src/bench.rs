@@ -206,13 +206,18 @@ fn effort_bd_rates(rows: &[Row], efforts: &[u8]) -> String {
                 .iter()
                 .filter_map(|im| bd_rate(&curve(im, efforts[0], q), &curve(im, effort, q)))
                 .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
+            // BD-rate needs at least 4 points per curve: say so rather than print 0.
+            if v.is_empty() {
+                "n/a (needs 4+ qualities)".to_string()
+            } else {
+                format!("{:+.1}%", v.iter().sum::<f64>() / v.len() as f64)
+            }
         };
         let these: Vec<&Row> = rows.iter().filter(|r| r.effort == effort).collect();
         let time = these.iter().map(|r| r.encode_s).sum::<f64>() / these.len().max(1) as f64;
         let _ = writeln!(
             s,
-            "| {effort} | {:+.1}% | {:+.1}% | {time:.2} |",
+            "| {effort} | {} | {} | {time:.2} |",
             mean_bd(|r| r.psnr),
             mean_bd(|r| r.ssimulacra2)
         );

@@ -139,7 +139,12 @@ fn cli_auto_encode_info_and_thread_independent_decode() {
     let input = dir.path().join("in.png");
     strokes_and_texture().save(&input).unwrap();
     let run = |args: &[&str], threads: &str| {
+        // The decoder add-ons belong to the v1 core (models/v1).
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .env(
+                "MIRAGE_MODEL",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors"),
+            )
             .args(["--threads", threads])
             .args(args)
             .output()

@@ -61,7 +61,12 @@ fn flow_decode_is_identical_with_one_and_two_threads() {
     img.save(&input).unwrap();
     let mrg = dir.path().join("a.mrg");
     let run = |args: &[&str], threads: &str| {
+        // The decoder add-ons belong to the v1 core (models/v1).
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .env(
+                "MIRAGE_MODEL",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors"),
+            )
             .args(["--threads", threads])
             .args(args)
             .output()

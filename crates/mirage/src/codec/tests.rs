@@ -64,7 +64,7 @@ fn tiles_are_seamless() {
 /// The same for the realism generator, whose margin is wider.
 #[test]
 fn realism_tiles_are_seamless() {
-    let codec = Codec::load_default().unwrap();
+    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
     let generator = &codec.realism.as_ref().expect("bundled").generator;
     let (bytes, y_hat) = file_and_latent(&codec);
     let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(1.0)).unwrap();
@@ -93,7 +93,7 @@ fn test_map() -> RealismMap {
 /// weights for every pixel.
 #[test]
 fn realism_map_tiles_are_seamless() {
-    let codec = Codec::load_default().unwrap();
+    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
     let generator = &codec.realism.as_ref().expect("bundled").generator;
     let (bytes, y_hat) = file_and_latent(&codec);
     let map = test_map();
@@ -119,7 +119,7 @@ fn realism_map_tiles_are_seamless() {
 /// FiLM per image), and is stored as a header weight without a section.
 #[test]
 fn a_uniform_map_is_a_header_weight() {
-    let codec = Codec::load_default().unwrap();
+    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
     let (bytes, _) = file_and_latent(&codec);
     let map = RealismMap {
         cols: 10,
@@ -148,7 +148,7 @@ fn a_uniform_map_is_a_header_weight() {
 
 #[test]
 fn a_bad_realism_map_is_an_error() {
-    let codec = Codec::load_default().unwrap();
+    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
     let (bytes, _) = file_and_latent(&codec);
     let wrong_grid = RealismMap {
         cols: 3,
