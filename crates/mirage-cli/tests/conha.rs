@@ -143,7 +143,8 @@ fn cli_auto_encode_info_and_thread_independent_decode() {
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
             .env(
                 "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors"),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../models/v1/hyperprior.safetensors"),
             )
             .args(["--threads", threads])
             .args(args)

@@ -65,7 +65,8 @@ fn flow_decode_is_identical_with_one_and_two_threads() {
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
             .env(
                 "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors"),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../models/v1/hyperprior.safetensors"),
             )
             .args(["--threads", threads])
             .args(args)

@@ -84,7 +84,8 @@ fn realism_decode_is_identical_with_one_and_two_threads() {
         let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
             .env(
                 "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors"),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../models/v1/hyperprior.safetensors"),
             )
             .args(["--threads", threads])
             .args(args)
