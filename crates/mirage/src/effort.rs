@@ -53,11 +53,11 @@ impl Codec {
                 "effort {effort} is above {MAX_EFFORT}"
             )));
         }
-        let (bytes, report) = self.compress(img, target)?;
+        let analysis = self.analyse(img)?;
+        let (bytes, report) = self.compress_analysis(&analysis, target)?;
         if effort == 0 {
             return Ok((bytes, report));
         }
-        let analysis = self.analyse(img)?;
         let pixels = img.width() as f64 * img.height() as f64;
         let max_bytes = match target {
             RateTarget::Quality(_) => usize::MAX,

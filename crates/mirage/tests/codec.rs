@@ -166,3 +166,27 @@ fn golden_bitstream_decodes_to_committed_checksums() {
         .unwrap();
     assert_eq!(again, bytes);
 }
+
+/// Encoder effort changes only the encoder: its files decode with the same decoder,
+/// respect a size target, and an unknown level is refused.
+#[test]
+fn effort_files_decode_and_meet_the_target() {
+    let codec = codec();
+    let img = sample();
+    let pixels = (img.width() * img.height()) as f64;
+    let (bytes, _) = codec
+        .compress_with_effort(&img, RateTarget::Bpp(0.3), 1)
+        .unwrap();
+    assert!(bytes.len() as f64 * 8.0 / pixels <= 0.3);
+    let (decoded, _) = codec.decompress(&bytes).unwrap();
+    assert_eq!(decoded.dimensions(), img.dimensions());
+    assert!(mirage::metrics::psnr(&img, &decoded).unwrap() > 20.0);
+    let err = codec
+        .compress_with_effort(
+            &img,
+            RateTarget::Quality(50.0),
+            mirage::effort::MAX_EFFORT + 1,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("effort"), "{err}");
+}

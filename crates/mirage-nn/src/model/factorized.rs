@@ -77,17 +77,22 @@ impl FactorizedPrior {
         logits
     }
 
+    /// `c(x + 1/2) − c(x − 1/2)` for `x` of shape `[C, 1, n]`, subtracted in the tail
+    /// where the sigmoids are far from 1, for precision.
+    fn bin_probability(&self, x: &Tensor) -> Tensor {
+        let lower = self.logits_cumulative(&(x - 0.5));
+        let upper = self.logits_cumulative(&(x + 0.5));
+        let sign = -(&lower + &upper).sign();
+        ((&sign * &upper).sigmoid() - (&sign * &lower).sigmoid()).abs()
+    }
+
     /// Likelihood of each element of `z` (`[B, C, H, W]`), as if it were quantized to the
     /// integer bin around it.
     pub fn likelihood(&self, z: &Tensor) -> Tensor {
         let shape = z.size();
         let per_channel = z.permute([1, 0, 2, 3]).reshape([self.channels, 1, -1]);
-        let lower = self.logits_cumulative(&(&per_channel - 0.5));
-        let upper = self.logits_cumulative(&(&per_channel + 0.5));
-        // Subtract in the tail where the sigmoids are far from 1, for precision.
-        let sign = -(&lower + &upper).sign();
-        let lik = ((&sign * &upper).sigmoid() - (&sign * &lower).sigmoid())
-            .abs()
+        let lik = self
+            .bin_probability(&per_channel)
             .clamp_min(LIKELIHOOD_BOUND);
         lik.reshape([shape[1], shape[0], shape[2], shape[3]])
             .permute([1, 0, 2, 3])
@@ -110,11 +115,8 @@ impl FactorizedPrior {
         let mut v: Vec<Tensor> = params.iter().map(|p| p.zeros_like()).collect();
         let target = target.to_kind(Kind::Float);
         for t in 1..=steps as i32 {
-            let lower = self.logits_cumulative(&(&x - 0.5));
-            let upper = self.logits_cumulative(&(&x + 0.5));
-            let sign = -(&lower + &upper).sign();
-            let pmf = ((&sign * &upper).sigmoid() - (&sign * &lower).sigmoid())
-                .abs()
+            let pmf = self
+                .bin_probability(&x)
                 .view([self.channels, n])
                 .clamp_min(1e-12);
             let loss = -(&target * pmf.log()).sum(Kind::Float);

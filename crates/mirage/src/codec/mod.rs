@@ -509,8 +509,17 @@ impl Codec {
 
     /// Compresses at a rate target; returns the file and its report.
     pub fn compress(&self, img: &RgbImage, target: RateTarget) -> Result<(Vec<u8>, EncodeReport)> {
-        let a = self.analyse(img)?;
-        let pixels = img.width() as f64 * img.height() as f64;
+        self.compress_analysis(&self.analyse(img)?, target)
+    }
+
+    /// [`Codec::compress`] of an image already analysed (the effort encoder refines the
+    /// same analysis afterwards).
+    pub(crate) fn compress_analysis(
+        &self,
+        a: &Analysis,
+        target: RateTarget,
+    ) -> Result<(Vec<u8>, EncodeReport)> {
+        let pixels = a.width as f64 * a.height as f64;
         let max_bytes = match target {
             RateTarget::Quality(q) => {
                 if !(0.0..=100.0).contains(&q) {
@@ -519,7 +528,7 @@ impl Codec {
                     )));
                 }
                 let rate = (q / 100.0 * RATE_MAX as f64).round() as u16;
-                return self.encode_analysis(&a, rate);
+                return self.encode_analysis(a, rate);
             }
             RateTarget::Bpp(b) if b.is_finite() && b > 0.0 => (b * pixels / 8.0).floor() as usize,
             RateTarget::Bytes(n) if n > 0 => n,
@@ -535,7 +544,7 @@ impl Codec {
         };
         // Bisection over the continuous rate setting for the largest file that fits:
         // file size grows with the rate setting.
-        let (mut best, report) = self.encode_analysis(&a, 0)?;
+        let (mut best, report) = self.encode_analysis(a, 0)?;
         if best.len() > max_bytes {
             return Err(MirageError::TargetUnreachable {
                 target: describe(),
@@ -547,7 +556,7 @@ impl Codec {
         let (mut lo, mut hi) = (0u16, RATE_MAX);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
-            let (bytes, report) = self.encode_analysis(&a, mid)?;
+            let (bytes, report) = self.encode_analysis(a, mid)?;
             if bytes.len() <= max_bytes {
                 (best, best_report, lo) = (bytes, report, mid);
             } else {
