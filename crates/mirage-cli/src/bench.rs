@@ -1,4 +1,4 @@
-//! `mirage bench`: the Kodak rate–distortion and speed benchmark.
+//! `mirage bench core`: the Kodak rate–distortion and speed benchmark.
 //!
 //! For every image and rate point it compresses to a real `.mrg` file in memory,
 //! decompresses it, and measures bpp from the file size (header included), PSNR,
@@ -322,7 +322,7 @@ pub struct DecoderBenchOptions {
     pub out_dir: PathBuf,
 }
 
-/// `mirage bench-decoders`: the same bitstreams decoded several ways (hallucination
+/// `mirage bench decoders`: the same bitstreams decoded several ways (hallucination
 /// weights), with fidelity (PSNR, MS-SSIM, SSIMULACRA2), the detail ratio (mean
 /// |Laplacian| of the decode over that of the original: 1 means as much fine detail as
 /// the original, whatever it is), the set-level measures, and decode time.
@@ -455,7 +455,7 @@ fn detail_ratio(original: &image::RgbImage, decoded: &image::RgbImage) -> f64 {
     detail(decoded) / detail(original).max(1.0)
 }
 
-/// `mirage bench-predictor`: the realism predictor's cost at the encoder, per image
+/// `mirage bench predictor`: the realism predictor's cost at the encoder, per image
 /// (prediction time with the current thread count) and in the file (the map's bytes,
 /// section length included, against the whole file at each target).
 pub fn run_predictor(codec: &Codec, images: &Path, targets_bpp: &[f64]) -> Result<String> {
@@ -504,7 +504,7 @@ pub fn run_predictor(codec: &Codec, images: &Path, targets_bpp: &[f64]) -> Resul
         );
     }
     bar.finish_and_clear();
-    // Where the weight goes: the regions of `mirage crops`, at the first target.
+    // Where the weight goes: the regions of `mirage bench crops`, at the first target.
     let regions: Vec<_> = crate::comparison::KODAK_REGIONS
         .iter()
         .filter_map(|r| {

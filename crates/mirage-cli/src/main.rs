@@ -69,26 +69,12 @@ fn run(cli: Cli) -> Result<()> {
         realism_model: cli.realism_model,
     };
     match cli.command {
-        command @ (Command::Encode { .. }
-        | Command::Decode { .. }
-        | Command::Info { .. }
-        | Command::Roundtrip { .. }) => commands::codec::run(command, &models),
-        command @ (Command::Bench { .. }
-        | Command::BenchDecoders { .. }
-        | Command::Crops { .. }
-        | Command::BenchPredictor { .. }) => commands::bench::run(command, &models),
-        command @ Command::Eval { .. } => commands::eval::run(command, &models),
-        command @ (Command::Study { .. } | Command::StudyPool { .. }) => {
-            commands::study::run(command, &models)
-        }
-        command @ (Command::Train { .. }
-        | Command::TrainFlow { .. }
-        | Command::TrainRealism { .. }
-        | Command::TrainPredictor { .. }) => commands::train::run(command, &models),
-        command @ (Command::Export { .. }
-        | Command::ExportFlow { .. }
-        | Command::ExportRealism { .. }
-        | Command::ExportPredictor { .. }) => commands::export::run(command, &models),
-        command @ Command::Realism { .. } => commands::realism::run(command, &models),
+        Command::Codec(command) => commands::codec::run(command, &models),
+        Command::Eval(args) => commands::eval::run(args, &models),
+        Command::Train { model } => commands::train::run(model, &models),
+        Command::Export { model } => commands::export::run(model, &models),
+        Command::Bench { what } => commands::bench::run(what, &models),
+        Command::Study { command } => commands::study::run(command, &models),
+        Command::Realism { command } => commands::realism::run(command, &models),
     }
 }

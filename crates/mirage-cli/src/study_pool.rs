@@ -1,4 +1,4 @@
-//! `mirage study-pool`: the decodes a preference study compares, written as a pool
+//! `mirage study pool`: the decodes a preference study compares, written as a pool
 //! folder for the study app (`mirage study serve --pool DIR`; layout in docs/study.md).
 //!
 //! Each image is encoded once at the target rate and every condition decodes that
@@ -44,7 +44,7 @@ pub fn write(
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let names: Vec<String> = columns.iter().map(condition_name).collect();
-    let mut toml = String::from("# Written by `mirage study-pool`: every image encoded once at the target rate,\n# each condition a decode of that one file.\n");
+    let mut toml = String::from("# Written by `mirage study pool`: every image encoded once at the target rate,\n# each condition a decode of that one file.\n");
     let _ = writeln!(toml, "# target: {target_bpp} bpp\n\n[bpp]");
     let bar = crate::progress::bar((images.len() * columns.len()) as u64, "study decodes");
     for path in images {

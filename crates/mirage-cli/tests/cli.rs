@@ -260,3 +260,33 @@ fn a_file_of_the_v1_core_names_the_model_it_needs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The grouped verbs (`train <model>`, `export <model>`, `bench <what>`, `study pool`)
+/// parse, and the old flat names are gone rather than silently kept.
+#[test]
+fn command_groups_parse() {
+    for group in [
+        ["train", "core"],
+        ["train", "realism"],
+        ["train", "flow"],
+        ["train", "predictor"],
+        ["train", "extractor"],
+        ["export", "core"],
+        ["export", "extractor"],
+        ["bench", "core"],
+        ["bench", "decoders"],
+        ["bench", "crops"],
+        ["bench", "predictor"],
+        ["study", "pool"],
+        ["study", "serve"],
+        ["realism", "distance"],
+    ] {
+        let out = mirage(&[group[0], group[1], "--help"], "1");
+        assert!(out.status.success(), "{group:?}");
+        assert!(!out.stdout.is_empty(), "{group:?}");
+    }
+    for old in ["train-flow", "export-realism", "bench-decoders", "study-pool", "crops"] {
+        let out = mirage(&[old, "--help"], "1");
+        assert!(!out.status.success(), "{old} should no longer exist");
+    }
+}

@@ -72,7 +72,7 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
 
 /// What ConHa is for, on real photos: a face gets less invented detail than water
 /// and gravel. The test images are 256² crops of Kodak around two regions of
-/// `mirage crops` (kodim04 from (128, 256), kodim13 from (256, 256)); docs/conha.md
+/// `mirage bench crops` (kodim04 from (128, 256), kodim13 from (256, 256)); docs/conha.md
 /// lists the weights on all six regions, including the straight edges of kodim08,
 /// where the bundled predictor still gives too much.
 #[test]

@@ -19,7 +19,7 @@ fn shipped_extractor_puts_a_blurred_copy_farther_than_a_shifted_real_one() {
     let path = default_extractor_path();
     assert!(
         path.exists(),
-        "{} is missing; run `mirage realism export`",
+        "{} is missing; run `mirage export extractor`",
         path.display()
     );
     let mut measure = RealismMeasure::load(&path).unwrap();

@@ -1,6 +1,6 @@
-//! `mirage realism train-extractor`: self-supervised training of the realism extractor
+//! `mirage train extractor`: self-supervised training of the realism extractor
 //! on `../shared/data/train` (never Kodak; [`Dataset::load`] refuses it), and
-//! `mirage realism export`, which writes the shipped file.
+//! `mirage export extractor`, which writes the shipped file.
 //!
 //! The pretext task is a pair of tasks on random crops:
 //! - **rotation**: the crop is turned by 0°, 90°, 180° or 270°, and a linear layer on the

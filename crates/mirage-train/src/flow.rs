@@ -1,4 +1,4 @@
-//! `mirage train-flow`: trains the rectified-flow refiner (see `model::flow`) on the
+//! `mirage train flow`: trains the rectified-flow refiner (see `model::flow`) on the
 //! residuals of the frozen shipped hyperprior's MSE decodes. Like the realism decoder,
 //! it changes no bitstream. A run directory holds `flow.safetensors`, its Adam state,
 //! `log.csv` and `validation.csv`; re-running resumes.

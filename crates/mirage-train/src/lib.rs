@@ -6,7 +6,7 @@
 //! It may depend on `mirage-nn` (the networks and model files) and on `mirage` for
 //! image I/O and progress bars; nothing below depends on it.
 //!
-//! `mirage train`: rate–distortion training of the hyperprior over the whole rate range.
+//! `mirage train core`: rate–distortion training of the hyperprior over the whole rate range.
 //!
 //! Each image of a batch gets its own continuous rate setting `r ~ U[0, levels − 1]`,
 //! and its loss is `λ(r) · 255² · MSE + bpp`. A run directory holds:

@@ -1,4 +1,4 @@
-//! `mirage train-predictor`: the realism predictor (ConHa) learns, per 64×64 cell, the
+//! `mirage train predictor`: the realism predictor (ConHa) learns, per 64×64 cell, the
 //! hallucination weight that balances fidelity against realism, from *proxy labels*
 //! computed on the training photos (never Kodak). No person has voted yet; when the
 //! study app has votes, they replace these labels (see docs/conha.md).

@@ -1,4 +1,4 @@
-//! `mirage train-realism`: trains the realism generator against a conditional
+//! `mirage train realism`: trains the realism generator against a conditional
 //! discriminator on top of the shipped hyperprior, which stays frozen, so every
 //! existing bitstream decodes with the new decoder.
 //!

@@ -3,7 +3,7 @@
 //! follows unless told otherwise (`--realism W`).
 //!
 //! The encoder side is `Codec::compress_with_predicted_map`. The predictor
-//! (`model::predictor`) is trained by `mirage train-predictor`; what it
+//! (`model::predictor`) is trained by `mirage train predictor`; what it
 //! learned from is in docs/conha.md and its model card.
 
 use crate::error::{MirageError, Result};

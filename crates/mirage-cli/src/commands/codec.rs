@@ -3,16 +3,82 @@
 use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 use mirage::codec::{suggest_realism, Codec, Realism};
 use mirage::image_io::{read_image, write_atomically, write_image};
 use mirage::{metrics, progress};
 use mirage_eval::suite;
 use mirage_nn::model_file::id_hex;
 use std::path::Path;
+use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+#[derive(Subcommand)]
+pub(crate) enum CodecCommand {
+    /// Compress an image (or every image in a folder) to .mrg.
+    Encode {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        rate: Rate,
+        /// What `decode --realism auto` will use: a weight (0–1) stored in the header,
+        /// or `auto`, the realism predictor's per-region map (ConHa; a size target
+        /// keeps room for the map's bytes).
+        #[arg(long, value_parser = parse_realism)]
+        realism: Option<Realism>,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decompress a .mrg file (or a folder of them); the output format follows the
+    /// extension (PNG for folders).
+    Decode {
+        input: PathBuf,
+        output: PathBuf,
+        /// Hallucination weight: 0 is the faithful (MSE) decode, 1 full realism;
+        /// `auto` uses the file's suggestion, or 0 if it has none.
+        #[arg(long, default_value = "auto", value_parser = parse_realism)]
+        realism: Realism,
+        /// `default`: the synthesis (MSE at w = 0, realism generator above); `flow`:
+        /// the MSE decode refined by the rectified flow.
+        #[arg(long, value_enum, default_value = "default")]
+        decoder: DecoderChoice,
+        /// Euler steps of the flow decoder (1–16).
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        /// Seed of the flow decoder's noise (same seed, same pixels).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Scale of the flow decoder's source noise, 0–1: lower invents less detail.
+        #[arg(long, default_value_t = mirage::codec::DEFAULT_FLOW_TEMPERATURE)]
+        temperature: f32,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a .mrg file's header and the bytes in each section.
+    Info {
+        file: PathBuf,
+        /// Also decode the file's symbols and print digests of them and of the chosen
+        /// Gaussian tables: what the bitstream means, which must be the same on every
+        /// machine, thread count and instruction set.
+        #[arg(long)]
+        symbols: bool,
+    },
+    /// Compress and decompress one image into a folder, and report size and quality.
+    Roundtrip {
+        input: PathBuf,
+        out_dir: PathBuf,
+        #[command(flatten)]
+        rate: Rate,
+        /// Hallucination weight of the decode (0–1), or `auto`: the realism predictor's
+        /// per-region map (ConHa), written by the encoder and followed by the decoder.
+        #[arg(long, default_value = "auto", value_parser = parse_realism)]
+        realism: Realism,
+    },
+}
+
+pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
     match command {
-        Command::Encode {
+        CodecCommand::Encode {
             input,
             output,
             rate,
@@ -30,7 +96,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
                 |src, dst| encode_one(&codec, src, dst, &rate, realism, force).map(|_| ()),
             )
         }
-        Command::Decode {
+        CodecCommand::Decode {
             input,
             output,
             realism,
@@ -53,7 +119,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Info { file, symbols } => {
+        CodecCommand::Info { file, symbols } => {
             info(&file)?;
             if symbols {
                 let codec = load_codec(models)?;
@@ -73,7 +139,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             }
             Ok(())
         }
-        Command::Roundtrip {
+        CodecCommand::Roundtrip {
             input,
             out_dir,
             rate,
@@ -112,7 +178,6 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        _ => unreachable!("not a command of this group"),
     }
 }
 

@@ -3,24 +3,71 @@
 use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{Context, Result};
+use clap::Args;
 use mirage_cli::evaluation::{MirageUnderTest, RealismSetMeasure};
 use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions, SetMeasure};
 use mirage_realism_measure::{default_extractor_path, RealismMeasure};
+use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
-    match command {
-        Command::Eval {
-            images,
-            codecs,
-            targets,
-            anchor,
-            rate_tolerance,
-            no_butteraugli,
-            no_realism,
-            fixed,
-            jobs,
-            out_dir,
-        } => {
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[arg(long, default_value = "../shared/data/kodak")]
+    pub(crate) images: PathBuf,
+    /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic; and mirage-wW: Mirage's
+    /// files decoded by the realism decoder at weight W, e.g. mirage-w1).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mirage,jpeg,webp,avif,jxl,jxl-r8,heic"
+    )]
+    pub(crate) codecs: Vec<String>,
+    /// Target bits per pixel.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.03,0.06,0.12,0.25,0.5,1.0"
+    )]
+    pub(crate) targets: Vec<f64>,
+    /// The codec BD-rates are computed against.
+    #[arg(long, default_value = "avif")]
+    pub(crate) anchor: String,
+    /// Accept a file within this many percent below the target rate instead of searching
+    /// on for the largest one on the setting grid (0: exact grid answer).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_tolerance_percent)]
+    pub(crate) rate_tolerance: f64,
+    /// Skip butteraugli (about as slow as an encode).
+    #[arg(long)]
+    pub(crate) no_butteraugli: bool,
+    /// Skip the realism measure (MFD/MKD on Mirage's own extractor).
+    #[arg(long)]
+    pub(crate) no_realism: bool,
+    /// Instead of matching targets, run codecs at fixed settings, e.g.
+    /// `avif:56,webp:0,jpeg:10,jxl:15,heic:15` (writes fixed.csv and fixed.md).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fixed)]
+    pub(crate) fixed: Vec<(String, f64)>,
+    /// Images evaluated at once (default: one per core). Speeds are per codec process,
+    /// but measured while the other workers run; use 1 for speed figures alone.
+    #[arg(long)]
+    pub(crate) jobs: Option<usize>,
+    #[arg(long, default_value = "eval-results")]
+    pub(crate) out_dir: PathBuf,
+}
+
+pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
+    let EvalArgs {
+        images,
+        codecs,
+        targets,
+        anchor,
+        rate_tolerance,
+        no_butteraugli,
+        no_realism,
+        fixed,
+        jobs,
+        out_dir,
+    } = args;
+    {
+        {
             // Names as the codecs report them (`mirage-w1.0` is `mirage-w1`).
             let canonical = |name: &str| -> Result<String> {
                 Ok(match realism_variant(name)? {
@@ -127,6 +174,5 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        _ => unreachable!("not a command of this group"),
     }
 }

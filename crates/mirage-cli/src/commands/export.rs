@@ -1,16 +1,89 @@
-//! Exporting trained weights to model files: `export`, `export-flow`, `export-realism`, `export-predictor`.
+//! `mirage export <model>`: a training run's weights written as a shipped model file.
 
-use crate::args::*;
 use crate::Models;
 use anyhow::{Context, Result};
+use clap::Subcommand;
 use mirage::codec::{default_model_path, Codec};
 use mirage_nn::model::realism::RealismConfig;
 use mirage_nn::model::ModelConfig;
 use mirage_nn::model_file::{export, export_flow, export_realism, id_hex};
+use mirage_realism_measure::train::export_extractor;
+use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+#[derive(Subcommand)]
+pub(crate) enum ExportCommand {
+    /// Write the shipped model file from a training checkpoint.
+    Core {
+        #[arg(long, default_value = "runs/hyperprior/model.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 96)]
+        n: i64,
+        #[arg(long, default_value_t = 128)]
+        m: i64,
+        /// The checkpoint has the spatial–channel context model.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        context: bool,
+        #[arg(long, default_value = "models/hyperprior.safetensors")]
+        out: PathBuf,
+    },
+    /// Write the shipped realism generator from a training checkpoint, tied to the
+    /// loaded hyperprior.
+    Realism {
+        #[arg(long, default_value = "runs/realism/generator.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        channels: i64,
+        #[arg(long, default_value_t = 4)]
+        blocks: i64,
+        #[arg(long, default_value = "models/v1/realism.safetensors")]
+        out: PathBuf,
+    },
+    /// Write the shipped flow refiner from a training checkpoint, tied to the loaded
+    /// hyperprior.
+    Flow {
+        #[arg(long, default_value = "runs/flow/flow.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 48)]
+        channels: i64,
+        #[arg(long, default_value = "models/v1/flow.safetensors")]
+        out: PathBuf,
+    },
+    /// Write the shipped realism predictor from a `train predictor` run, tied to the
+    /// loaded hyperprior.
+    Predictor {
+        #[arg(long, default_value = "runs/predictor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value = "models/v1/realism-predictor.safetensors")]
+        out: PathBuf,
+    },
+    /// Write the shipped extractor (f16 weights, feature scale, metadata) from a run.
+    Extractor {
+        #[arg(long, default_value = "runs/realism-extractor")]
+        run_dir: PathBuf,
+        /// Training photos, for the feature scale (never Kodak).
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "models/realism-extractor.safetensors")]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
     match command {
-        Command::ExportFlow {
+        ExportCommand::Extractor {
+            run_dir,
+            data,
+            out,
+            force,
+        } => {
+            let id = export_extractor(&run_dir, &data, &out, force)?;
+            println!("wrote {} (extractor id {id})", out.display());
+            Ok(())
+        }
+        ExportCommand::Flow {
             checkpoint,
             channels,
             out,
@@ -26,7 +99,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        Command::ExportRealism {
+        ExportCommand::Realism {
             checkpoint,
             channels,
             blocks,
@@ -47,7 +120,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        Command::ExportPredictor { run_dir, out } => {
+        ExportCommand::Predictor { run_dir, out } => {
             let codec = Codec::load(&models.model.clone().unwrap_or_else(default_model_path))?;
             let fixed_path = run_dir.join("fixed_level");
             let fixed_level: u8 = std::fs::read_to_string(&fixed_path)
@@ -69,7 +142,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        Command::Export {
+        ExportCommand::Core {
             checkpoint,
             n,
             m,
@@ -80,6 +153,5 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             println!("wrote {} (model id {})", out.display(), id_hex(&id));
             Ok(())
         }
-        _ => unreachable!("not a command of this group"),
     }
 }

@@ -1,4 +1,7 @@
-//! One module per command group; `main.rs` dispatches to them.
+//! One module per command group, each with its flags (clap derive) beside the glue that
+//! calls the library: `codec` (encode, decode, info, roundtrip), `train <model>`,
+//! `export <model>`, `bench <what>`, `eval`, `study ...` and `realism ...`.
+//! `main.rs` dispatches to them.
 
 pub(crate) mod bench;
 pub(crate) mod codec;

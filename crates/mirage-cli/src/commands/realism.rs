@@ -1,65 +1,56 @@
-//! The realism measure: `realism distance|train-extractor|export|validate`.
+//! `mirage realism distance|validate`: the realism measure (MFD/MKD) on images.
 
-use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 use mirage::image_io::{read_image, write_atomically};
 use mirage_eval::suite;
-use mirage_realism_measure::train::{export_extractor, train_extractor, ExtractorTrainOptions};
 use mirage_realism_measure::{default_extractor_path, validate, RealismMeasure};
 use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
-    match command {
-        Command::Realism { command } => realism(command, models),
-        _ => unreachable!("not a command of this group"),
-    }
+#[derive(Subcommand)]
+pub(crate) enum RealismCommand {
+    /// MFD and MKD between two folders of images, paired by file name.
+    Distance {
+        reference: PathBuf,
+        test: PathBuf,
+        /// Extractor file (default: models/realism-extractor.safetensors, or
+        /// $MIRAGE_REALISM_EXTRACTOR).
+        #[arg(long)]
+        extractor: Option<PathBuf>,
+    },
+    /// Check the measure on Kodak (blur, JPEG, equal PSNR, noise floor) and write
+    /// docs/realism-measure.md and docs/realism-measure.csv.
+    Validate {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long)]
+        extractor: Option<PathBuf>,
+        /// Mirage quality whose decode sets the PSNR of the equal-PSNR group.
+        #[arg(long, default_value_t = 15.0)]
+        mirage_quality: f64,
+        /// Tune the equal-PSNR group to 28 dB instead of a Mirage decode.
+        #[arg(long)]
+        no_mirage: bool,
+        #[arg(long, default_value = "docs")]
+        out_dir: PathBuf,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
-fn realism(command: RealismCommand, models: &Models) -> Result<()> {
+pub(crate) fn run(command: RealismCommand, models: &Models) -> Result<()> {
     let load_measure = |extractor: &Option<PathBuf>| -> Result<RealismMeasure> {
         let path = extractor.clone().unwrap_or_else(default_extractor_path);
         RealismMeasure::load(&path).with_context(|| {
             format!(
-                "no realism extractor at {}; train one with `mirage realism train-extractor` and `mirage realism export`",
+                "no realism extractor at {}; train one with `mirage train extractor` and `mirage export extractor`",
                 path.display()
             )
         })
     };
     match command {
-        RealismCommand::TrainExtractor {
-            data,
-            run_dir,
-            steps,
-            batch,
-            crop,
-            lr,
-            decay_steps,
-            noise_weight,
-            checkpoint_every,
-            seed,
-        } => train_extractor(&ExtractorTrainOptions {
-            data,
-            run_dir,
-            steps,
-            batch,
-            crop,
-            lr,
-            decay_steps,
-            noise_weight,
-            checkpoint_every,
-            seed,
-        }),
-        RealismCommand::Export {
-            run_dir,
-            data,
-            out,
-            force,
-        } => {
-            let id = export_extractor(&run_dir, &data, &out, force)?;
-            println!("wrote {} (extractor id {id})", out.display());
-            Ok(())
-        }
         RealismCommand::Distance {
             reference,
             test,

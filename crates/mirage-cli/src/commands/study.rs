@@ -1,15 +1,39 @@
-//! The preference study: `study ...` (the web app) and `study-pool` (its decodes).
+//! `mirage study ...`: the preference study web app, and `study pool`, the decodes it serves.
 
-use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::Result;
+use clap::Subcommand;
+use mirage_cli::comparison::Column;
 use mirage_eval::suite;
 use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+#[derive(Subcommand)]
+pub(crate) enum StudyGroup {
+    /// Write a preference-study pool: each image encoded once at a target bpp and
+    /// decoded by each condition, for `mirage study serve --pool DIR`.
+    Pool {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long, default_value_t = 0.1)]
+        bpp: f64,
+        /// Conditions: realism weights (`0`, `1`), `auto` (ConHa map), `fixed`
+        /// (ConHa-fixed), `flowN`.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,auto,fixed", value_parser = Column::parse)]
+        conditions: Vec<Column>,
+        /// The pool folder (default: study-pools/conha-<bpp>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    #[command(flatten)]
+    App(mirage_study::cli::StudyCommand),
+}
+
+pub(crate) fn run(command: StudyGroup, models: &Models) -> Result<()> {
     match command {
-        Command::Study { command } => Ok(mirage_study::cli::run(command)?),
-        Command::StudyPool {
+        StudyGroup::App(command) => Ok(mirage_study::cli::run(command)?),
+        StudyGroup::Pool {
             images,
             bpp,
             conditions,
@@ -27,6 +51,5 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             );
             Ok(())
         }
-        _ => unreachable!("not a command of this group"),
     }
 }

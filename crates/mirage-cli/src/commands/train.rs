@@ -1,17 +1,196 @@
-//! Training: `train`, `train-flow`, `train-realism`, `train-predictor`.
+//! `mirage train <model>`: training (or resuming) each of Mirage's networks.
 
 use crate::args::*;
 use crate::Models;
 use anyhow::Result;
+use clap::Subcommand;
 use mirage::codec::{default_model_path, default_realism_path};
 use mirage_nn::model::realism::RealismConfig;
 use mirage_nn::model::{layers::ConvPrecision, ModelConfig};
+use mirage_realism_measure::train::{train_extractor, ExtractorTrainOptions};
 use mirage_train::realism::RealismTrainOptions;
 use mirage_train::{train, TrainOptions};
+use std::path::PathBuf;
 
-pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
+#[derive(Subcommand)]
+pub(crate) enum TrainCommand {
+    /// Train (or resume training) the hyperprior on ../shared/data/train.
+    Core {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/hyperprior")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 28_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 6_000)]
+        decay_steps: i64,
+        #[arg(long, default_value_t = 96)]
+        n: i64,
+        #[arg(long, default_value_t = 128)]
+        m: i64,
+        /// Train with the spatial–channel context model.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        context: bool,
+        /// A new run starts from this shipped model's transforms (its density network
+        /// and any missing context layers start fresh).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
+        /// On resume, fit the density network to the --init-from model's tables again.
+        #[arg(long)]
+        refit_prior: bool,
+        #[arg(long, value_enum, default_value = "bf16")]
+        precision: Precision,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 1000)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train (or resume training) the realism generator on the frozen shipped hyperprior.
+    Realism {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/realism")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 8_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 64)]
+        channels: i64,
+        #[arg(long, default_value_t = 4)]
+        blocks: i64,
+        /// Weight of the MSE (images in [0, 1]).
+        #[arg(long, default_value_t = 150.0)]
+        k_mse: f64,
+        /// Weight of discriminator feature matching, times w.
+        #[arg(long, default_value_t = 1.0)]
+        k_fm: f64,
+        /// Weight of the adversarial loss, times w.
+        #[arg(long, default_value_t = 0.15)]
+        k_adv: f64,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 500)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train (or resume training) the rectified-flow refiner on the frozen shipped
+    /// hyperprior's MSE decodes.
+    Flow {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/flow")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 8_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        crop: u32,
+        #[arg(long, default_value_t = 2e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 48)]
+        channels: i64,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 500)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train the realism predictor (ConHa) on proxy labels computed on the training
+    /// photos with the bundled hyperprior and realism generator; prints its held-out
+    /// error against constant weights.
+    Predictor {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/predictor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        crops_per_image: usize,
+        #[arg(long, default_value_t = 256)]
+        crop: u32,
+        #[arg(long, default_value_t = 3_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Weight of the realism term against the fidelity term of the proxy label.
+        #[arg(long, default_value_t = mirage_train::predictor::DEFAULT_ALPHA)]
+        alpha: f64,
+        /// Weight of the line-structure term (straight edges, strokes: less w).
+        #[arg(long, default_value_t = mirage_train::predictor::DEFAULT_BETA)]
+        beta: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Train (or resume training) the realism extractor, self-supervised, on
+    /// ../shared/data/train (rotation and noise prediction on random crops).
+    Extractor {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/realism-extractor")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 3_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 64)]
+        crop: u32,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1_000)]
+        decay_steps: i64,
+        /// Weight of the noise-prediction loss against the rotation loss.
+        #[arg(long, default_value_t = 1.0)]
+        noise_weight: f64,
+        #[arg(long, default_value_t = 100)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
     match command {
-        Command::TrainPredictor {
+        TrainCommand::Extractor {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        } => train_extractor(&ExtractorTrainOptions {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            decay_steps,
+            noise_weight,
+            checkpoint_every,
+            seed,
+        }),
+        TrainCommand::Predictor {
             data,
             run_dir,
             crops_per_image,
@@ -43,7 +222,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             print!("{}", mirage_train::predictor::train(&o)?);
             Ok(())
         }
-        Command::Train {
+        TrainCommand::Core {
             data,
             run_dir,
             steps,
@@ -79,7 +258,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             validate_every,
             seed,
         }),
-        Command::TrainFlow {
+        TrainCommand::Flow {
             data,
             run_dir,
             steps,
@@ -103,7 +282,7 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             validate_every,
             seed,
         }),
-        Command::TrainRealism {
+        TrainCommand::Realism {
             data,
             run_dir,
             steps,
@@ -138,6 +317,5 @@ pub(crate) fn run(command: Command, models: &Models) -> Result<()> {
             validate_every,
             seed,
         }),
-        _ => unreachable!("not a command of this group"),
     }
 }
