@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use mirage::codec::{RateTarget, Realism};
+use mirage::codec::RateTarget;
+use mirage::decoders::Realism;
 use std::path::PathBuf;
 
 #[derive(Parser)]

@@ -11,6 +11,7 @@ use crate::image_io::read_image;
 use crate::metrics;
 use crate::progress;
 use anyhow::{bail, Result};
+use mirage::decoders::AddOns;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -328,6 +329,7 @@ pub struct DecoderBenchOptions {
 /// the original, whatever it is), the set-level measures, and decode time.
 pub fn run_decoders(
     codec: &Codec,
+    add_ons: &AddOns,
     o: &DecoderBenchOptions,
     set_measures: &[SetMeasure],
 ) -> Result<String> {
@@ -353,7 +355,7 @@ pub fn run_decoders(
     if let Some(img) = originals.first() {
         let (bytes, _) = codec.compress(img, RateTarget::Quality(50.0))?;
         for c in &o.columns {
-            c.decode(codec, img, &bytes)?;
+            c.decode(codec, add_ons, img, &bytes)?;
         }
     }
     let mut lines = vec![];
@@ -367,7 +369,7 @@ pub fn run_decoders(
             let mut sums = [0f64; 6];
             for ((path, img), bytes) in paths.iter().zip(&originals).zip(&files) {
                 let start = Instant::now();
-                let (out, file_bytes) = column.decode(codec, img, bytes)?;
+                let (out, file_bytes) = column.decode(codec, add_ons, img, bytes)?;
                 let decode_s = start.elapsed().as_secs_f64();
                 let values = [
                     file_bytes as f64 * 8.0 / (img.width() * img.height()) as f64,
@@ -458,8 +460,13 @@ fn detail_ratio(original: &image::RgbImage, decoded: &image::RgbImage) -> f64 {
 /// `mirage bench predictor`: the realism predictor's cost at the encoder, per image
 /// (prediction time with the current thread count) and in the file (the map's bytes,
 /// section length included, against the whole file at each target).
-pub fn run_predictor(codec: &Codec, images: &Path, targets_bpp: &[f64]) -> Result<String> {
-    let predictor = codec.predictor()?;
+pub fn run_predictor(
+    codec: &Codec,
+    add_ons: &AddOns,
+    images: &Path,
+    targets_bpp: &[f64],
+) -> Result<String> {
+    let predictor = add_ons.predictor()?;
     let paths = image_paths(images)?;
     let originals: Vec<image::RgbImage> = paths
         .iter()

@@ -5,12 +5,13 @@
 //! Each image is encoded once at the target rate; every column decodes that one file,
 //! so the columns differ only by the decoder.
 
-use crate::codec::{Codec, RateTarget, Realism};
+use crate::codec::{Codec, RateTarget};
 use crate::error::MirageError;
 use crate::image_io::read_image;
 use crate::metrics;
 use anyhow::Result;
 use image::{imageops, Rgb, RgbImage};
+use mirage::decoders::{AddOns, Decoder, FlowSettings, Realism};
 use std::path::Path;
 
 /// A square region of a Kodak image, in original pixels.
@@ -100,21 +101,36 @@ impl Column {
     pub fn decode(
         &self,
         codec: &Codec,
+        add_ons: &AddOns,
         original: &RgbImage,
         bytes: &[u8],
     ) -> crate::error::Result<(RgbImage, usize)> {
+        let realism = |realism: Realism, bytes: &[u8]| {
+            add_ons
+                .decoder_for(bytes, realism)?
+                .decompress(codec, bytes)
+        };
         let decoded = match self {
-            Column::Realism(w) => codec.decompress_with(bytes, Realism::Weight(*w))?.0,
-            Column::Flow(steps, t) => codec.decompress_flow(bytes, *steps, 0, *t)?.0,
+            Column::Realism(w) => realism(Realism::Weight(*w), bytes)?.0,
+            Column::Flow(steps, t) => {
+                let settings = FlowSettings {
+                    steps: *steps,
+                    seed: 0,
+                    temperature: *t,
+                };
+                Decoder::Flow(add_ons.flow()?, settings)
+                    .decompress(codec, bytes)?
+                    .0
+            }
             Column::Fixed => {
-                let w = codec.predictor()?.fixed_weight();
-                codec.decompress_with(bytes, Realism::Weight(w))?.0
+                let w = add_ons.predictor()?.fixed_weight();
+                realism(Realism::Weight(w), bytes)?.0
             }
             Column::Auto => {
                 let rate = mirage_format::read(bytes)?.header.rate;
-                let map = codec.predictor()?.predict(original, rate)?;
+                let map = add_ons.predictor()?.predict(original, rate)?;
                 let with_map = crate::codec::attach_realism_map(bytes, &map)?;
-                let decoded = codec.decompress_with(&with_map, Realism::Auto)?.0;
+                let decoded = realism(Realism::Auto, &with_map)?.0;
                 return Ok((decoded, with_map.len()));
             }
         };
@@ -131,7 +147,7 @@ impl Column {
         }
         if let Some(rest) = s.strip_prefix("flow") {
             // `flow4` (the default temperature) or `flow4t0.5` (temperature 0.5).
-            let default = crate::codec::DEFAULT_FLOW_TEMPERATURE.to_string();
+            let default = mirage::decoders::DEFAULT_FLOW_TEMPERATURE.to_string();
             let (steps, t) = rest.split_once('t').unwrap_or((rest, &default));
             return match (steps.parse(), t.parse::<f32>()) {
                 (Ok(steps), Ok(t)) if (0.0..=1.0).contains(&t) => Ok(Column::Flow(steps, t)),
@@ -164,6 +180,7 @@ const GUTTER: u32 = 4;
 /// each crop enlarged `zoom` times (nearest neighbour, so pixels stay pixels).
 pub fn side_by_side(
     codec: &Codec,
+    add_ons: &AddOns,
     images: &Path,
     regions: &[Region],
     columns: &[Column],
@@ -208,7 +225,7 @@ pub fn side_by_side(
         place(&original, 0);
         let (mut psnr, mut ssimulacra2) = (vec![], vec![]);
         for (i, column) in columns.iter().enumerate() {
-            let (decoded, _) = column.decode(codec, &original, &bytes)?;
+            let (decoded, _) = column.decode(codec, add_ons, &original, &bytes)?;
             psnr.push(metrics::psnr(&original, &decoded)?);
             ssimulacra2.push(metrics::ssimulacra2(&original, &decoded)?);
             place(&decoded, i as u32 + 1);

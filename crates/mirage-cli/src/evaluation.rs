@@ -6,11 +6,12 @@
 //! realism extractor) runs one call at a time under [`TORCH`]: the networks already use
 //! every core, and Mirage's peak-memory measurement needs the process to itself.
 
-use crate::codec::{Analysis, Codec, Realism};
+use crate::codec::{Analysis, Codec};
 use crate::model_file::id_hex;
 use crate::realism_measure::RealismMeasure;
 use anyhow::Result;
 use image::RgbImage;
+use mirage::decoders::{AddOns, Decoder, Realism, RealismDecoder};
 use mirage_eval::codecs::{CallStats, LastCallStats, MoreBits, SettingRange};
 use mirage_eval::{CodecUnderTest, FeatureRows, SetMeasure};
 use mirage_format::RATE_MAX;
@@ -28,10 +29,11 @@ fn torch_lock() -> MutexGuard<'static, ()> {
 }
 
 pub struct MirageUnderTest {
-    /// `None`: the file's own suggestion, which for these files (no `--realism` at encode)
-    /// is the MSE decode; `Some(w)`: decoded at hallucination weight `w`, from the same
-    /// files (`mirage decode --realism w`).
+    /// `None`: the MSE decode; `Some(w)`: decoded at hallucination weight `w` by the
+    /// realism generator, from the same files (`mirage decode --realism w`).
     realism: Option<f32>,
+    /// The realism generator, for `realism: Some(w)` with `w > 0`.
+    generator: Mutex<Option<RealismDecoder>>,
     /// Behind a mutex because tensors are `Send` but not `Sync`; calls are serialised by
     /// [`TORCH`] anyway.
     codec: Mutex<Codec>,
@@ -64,6 +66,7 @@ impl MirageUnderTest {
     pub fn new(codec: Codec) -> MirageUnderTest {
         MirageUnderTest {
             realism: None,
+            generator: Mutex::new(None),
             codec: Mutex::new(codec),
             analyses: Mutex::new(Vec::new()),
             last_call: LastCallStats::default(),
@@ -73,15 +76,16 @@ impl MirageUnderTest {
     /// Mirage decoded at hallucination weight `w` (the realism decoder), named
     /// `mirage-w{w}` in the reports. Fails if `w` is outside [0, 1] or the codec has no
     /// realism generator loaded for `w > 0`.
-    pub fn with_realism(codec: Codec, w: f32) -> Result<MirageUnderTest> {
+    pub fn with_realism(codec: Codec, add_ons: AddOns, w: f32) -> Result<MirageUnderTest> {
         if !(0.0..=1.0).contains(&w) {
             anyhow::bail!("hallucination weight {w} is outside 0..1");
         }
-        if w > 0.0 && !codec.has_realism() {
-            anyhow::bail!("mirage-w{w} needs a realism generator for the loaded core (models/v1/realism.safetensors is for --model models/v1/hyperprior.safetensors)");
+        if w > 0.0 {
+            add_ons.realism()?;
         }
         Ok(MirageUnderTest {
             realism: Some(w),
+            generator: Mutex::new(add_ons.realism),
             ..MirageUnderTest::new(codec)
         })
     }
@@ -134,7 +138,8 @@ impl CodecUnderTest for MirageUnderTest {
             "Mirage mean-scale hyperprior (model {}), --quality 0..100",
             id_hex(&codec.id())
         );
-        match (self.realism, codec.realism_id()) {
+        let generator = self.generator.lock().unwrap_or_else(|e| e.into_inner());
+        match (self.realism, generator.as_ref().map(|g| g.id)) {
             (Some(w), Some(generator)) => format!(
                 "{core}, decoded at realism w = {w} (generator {})",
                 id_hex(&generator)
@@ -195,8 +200,14 @@ impl CodecUnderTest for MirageUnderTest {
     fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
         let _torch = torch_lock();
         let codec = self.codec();
-        let realism = self.realism.map_or(Realism::Auto, Realism::Weight);
-        let ((decoded, _), stats) = Self::measure(|| Ok(codec.decompress_with(bytes, realism)?))?;
+        let generator = self.generator.lock().unwrap_or_else(|e| e.into_inner());
+        let decoder = match (self.realism, generator.as_ref()) {
+            (Some(w), Some(generator)) if w > 0.0 => {
+                Decoder::Realism(generator, Realism::Weight(w))
+            }
+            _ => Decoder::Mse,
+        };
+        let ((decoded, _), stats) = Self::measure(|| Ok(decoder.decompress(&codec, bytes)?))?;
         self.last_call.record(stats);
         Ok(decoded)
     }

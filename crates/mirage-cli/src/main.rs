@@ -5,7 +5,8 @@ mod args;
 mod commands;
 
 use anyhow::Result;
-use mirage::codec::{default_flow_path, default_model_path, default_realism_path, Codec};
+use mirage::codec::{default_model_path, Codec};
+use mirage::decoders::{AddOns, RealismDecoder};
 use std::path::PathBuf;
 
 use args::{Cli, Command};
@@ -32,30 +33,16 @@ struct Models {
     realism_model: Option<PathBuf>,
 }
 
-/// The hyperprior, plus the realism generator: the one asked for (which must fit), or
-/// the bundled one if it was trained for this hyperprior.
-fn load_codec(models: &Models) -> Result<Codec> {
+/// The core asked for, and the decoder add-ons that fit it: the realism generator
+/// asked for (which must fit), else the bundled ones made for this core.
+fn load_codec(models: &Models) -> Result<(Codec, AddOns)> {
     let path = models.model.clone().unwrap_or_else(default_model_path);
-    let mut codec = Codec::load(&path)?;
-    match &models.realism_model {
-        Some(realism) => codec.attach_realism(realism)?,
-        None => {
-            let bundled = default_realism_path();
-            if bundled.exists() {
-                // A custom --model has no bundled generator: decode w = 0 only.
-                let _ = codec.attach_realism(&bundled);
-            }
-        }
+    let codec = Codec::load(&path)?;
+    let mut add_ons = AddOns::bundled(&codec)?;
+    if let Some(realism) = &models.realism_model {
+        add_ons.realism = Some(RealismDecoder::load(realism, &codec)?);
     }
-    let bundled = default_flow_path();
-    if bundled.exists() {
-        let _ = codec.attach_flow(&bundled);
-    }
-    let bundled = mirage::conha::default_predictor_path();
-    if bundled.exists() {
-        let _ = codec.attach_predictor(&bundled);
-    }
-    Ok(codec)
+    Ok((codec, add_ons))
 }
 
 fn run(cli: Cli) -> Result<()> {

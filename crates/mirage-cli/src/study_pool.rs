@@ -9,6 +9,7 @@ use crate::codec::{Codec, RateTarget};
 use crate::comparison::Column;
 use crate::image_io::{read_image, write_image};
 use anyhow::{bail, Context, Result};
+use mirage::decoders::AddOns;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -27,6 +28,7 @@ pub fn condition_name(column: &Column) -> String {
 /// pool unless `force`, since a study's votes refer to its files.
 pub fn write(
     codec: &Codec,
+    add_ons: &AddOns,
     images: &[std::path::PathBuf],
     target_bpp: f64,
     columns: &[Column],
@@ -62,7 +64,7 @@ pub fn write(
             .with_context(|| path.display().to_string())?;
         let pixels = (original.width() * original.height()) as f64;
         for (column, name) in columns.iter().zip(&names) {
-            let (decoded, file_bytes) = column.decode(codec, &original, &bytes)?;
+            let (decoded, file_bytes) = column.decode(codec, add_ons, &original, &bytes)?;
             write_image(&decoded, &dir.join(format!("{name}.png")), true)?;
             let _ = writeln!(
                 toml,

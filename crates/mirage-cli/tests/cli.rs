@@ -285,7 +285,13 @@ fn command_groups_parse() {
         assert!(out.status.success(), "{group:?}");
         assert!(!out.stdout.is_empty(), "{group:?}");
     }
-    for old in ["train-flow", "export-realism", "bench-decoders", "study-pool", "crops"] {
+    for old in [
+        "train-flow",
+        "export-realism",
+        "bench-decoders",
+        "study-pool",
+        "crops",
+    ] {
         let out = mirage(&[old, "--help"], "1");
         assert!(!out.status.success(), "{old} should no longer exist");
     }

@@ -2,20 +2,32 @@
 //! writes a per-region map that fits the size target, the decoder follows it unless
 //! told otherwise, and the predictor only works with the model it was trained for.
 
-use mirage::codec::{attach_realism_map, Realism};
+use mirage::codec::attach_realism_map;
 use mirage::conha::{default_predictor_path, Predictor};
+use mirage::decoders::{AddOns, Realism};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
 use std::process::Command;
 
-fn codec() -> Codec {
-    let codec =
-        Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
+/// The v1 core and its bundled add-ons.
+fn codec() -> (Codec, AddOns) {
+    let codec = Codec::load(&mirage::codec::v1_model_path()).expect("bundled model loads");
+    let add_ons = AddOns::bundled(&codec).expect("bundled add-ons load");
     assert!(
-        codec.predictor().is_ok(),
+        add_ons.predictor.is_some(),
         "the realism predictor is bundled"
     );
-    codec
+    (codec, add_ons)
+}
+
+/// Decodes `bytes` at `realism` with the add-ons.
+fn decode(codec: &Codec, add_ons: &AddOns, bytes: &[u8], realism: Realism) -> image::RgbImage {
+    add_ons
+        .decoder_for(bytes, realism)
+        .unwrap()
+        .decompress(codec, bytes)
+        .unwrap()
+        .0
 }
 
 /// 320×192: lettering-like strokes on white (left) beside a grassy texture (right).
@@ -43,17 +55,19 @@ fn strokes_and_texture() -> image::RgbImage {
 
 #[test]
 fn auto_encode_fits_the_target_and_decode_follows_the_map() {
-    let codec = codec();
+    let (codec, add_ons) = codec();
     let img = strokes_and_texture();
     let target = 0.15;
-    let (bytes, report, map) = codec
-        .compress_with_predicted_map(&img, RateTarget::Bpp(target))
+    let (bytes, report, map) = add_ons
+        .predictor()
+        .unwrap()
+        .compress(&codec, &img, RateTarget::Bpp(target))
         .unwrap();
     let pixels = (img.width() * img.height()) as f64;
     assert!(bytes.len() as f64 * 8.0 / pixels <= target);
     assert_eq!(report.bytes, bytes.len());
     assert_eq!((map.cols, map.rows), (5, 3));
-    let (auto, _) = codec.decompress_with(&bytes, Realism::Auto).unwrap();
+    let auto = decode(&codec, &add_ons, &bytes, Realism::Auto);
     // The same map, attached by hand to the plain file, decodes the same.
     let plain = mirage_format::read(&bytes).unwrap();
     let mut c = plain.clone();
@@ -62,8 +76,8 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
     let by_hand = attach_realism_map(&bare, &map).unwrap();
     assert_eq!(by_hand, bytes);
     // An explicit weight overrides the map.
-    let (zero, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
-    let (bare_zero, _) = codec.decompress_with(&bare, Realism::Weight(0.0)).unwrap();
+    let zero = decode(&codec, &add_ons, &bytes, Realism::Weight(0.0));
+    let bare_zero = decode(&codec, &add_ons, &bare, Realism::Weight(0.0));
     assert_eq!(zero.as_raw(), bare_zero.as_raw());
     if map.levels.iter().any(|&l| l > 0) {
         assert_ne!(auto.as_raw(), zero.as_raw(), "a map with w > 0 adds detail");
@@ -77,13 +91,13 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
 /// where the bundled predictor still gives too much.
 #[test]
 fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
-    let codec = codec();
+    let (codec, add_ons) = codec();
     let weight = |name: &str| {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../mirage/tests/data/{name}.png"));
         let img = mirage::image_io::read_image(&path).unwrap().image;
         let (_, report) = codec.compress(&img, RateTarget::Bpp(0.1)).unwrap();
-        let map = codec
+        let map = add_ons
             .predictor()
             .unwrap()
             .predict(&img, report.rate)
@@ -109,10 +123,7 @@ fn a_predictor_for_another_model_is_refused() {
     let path = dir.path().join("other.safetensors");
     std::fs::write(&path, relabelled).unwrap();
     let codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
-    let err = Predictor::load(&path, &codec.id())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Predictor::load(&path, &codec).err().unwrap().to_string();
     assert!(err.contains("trained for model 0123456789abcdef"), "{err}");
     // Without a predictor, asking the encoder for `auto` is a clear error.
     let out = Command::new(env!("CARGO_BIN_EXE_mirage"))

@@ -146,11 +146,12 @@ fn realism_variant_decodes_the_same_files_at_its_weight() {
     )
     .unwrap()
     .to_rgb8();
-    let load =
-        || Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
+    let load = || Codec::load(&mirage::codec::v1_model_path()).expect("bundled model loads");
+    let realism_codec = load();
+    let add_ons = mirage::AddOns::bundled(&realism_codec).expect("bundled add-ons load");
     let (mse, realism) = (
         MirageUnderTest::new(load()),
-        MirageUnderTest::with_realism(load(), 1.0).unwrap(),
+        MirageUnderTest::with_realism(realism_codec, add_ons, 1.0).unwrap(),
     );
     assert_eq!(
         (mse.name(), realism.name()),
@@ -166,5 +167,5 @@ fn realism_variant_decodes_the_same_files_at_its_weight() {
     let (a, b) = (mse.decode(&bytes).unwrap(), realism.decode(&bytes).unwrap());
     assert_eq!(a.dimensions(), b.dimensions());
     assert_ne!(a, b, "w = 1 must change the decode");
-    assert!(MirageUnderTest::with_realism(load(), 1.5).is_err());
+    assert!(MirageUnderTest::with_realism(load(), mirage::AddOns::default(), 1.5).is_err());
 }

@@ -1,6 +1,7 @@
 //! The flow decoder with the bundled models: seeded and deterministic, independent of
 //! the thread count, at no extra bits (it decodes the very files the MSE decoder does).
 
+use mirage::decoders::{Decoder, FlowSettings};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
 use std::process::Command;
@@ -20,14 +21,23 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn flow_decode_is_seeded_and_refines_the_mse_decode() {
-    let codec = Codec::load_with_addons(&mirage::codec::v1_model_path()).unwrap();
-    assert!(codec.has_flow(), "the flow model is bundled");
+    let codec = Codec::load(&mirage::codec::v1_model_path()).unwrap();
+    let add_ons = mirage::AddOns::bundled(&codec).unwrap();
+    let flow = add_ons.flow().expect("the flow model is bundled");
     let img = sample();
     let (bytes, _) = codec.compress(&img, RateTarget::Quality(15.0)).unwrap();
     let (mse, _) = codec.decompress(&bytes).unwrap();
-    let (a, _) = codec.decompress_flow(&bytes, 2, 1, 1.0).unwrap();
-    let (b, _) = codec.decompress_flow(&bytes, 2, 1, 1.0).unwrap();
-    let (c, _) = codec.decompress_flow(&bytes, 2, 2, 1.0).unwrap();
+    let decode = |steps, seed, temperature| {
+        let settings = FlowSettings {
+            steps,
+            seed,
+            temperature,
+        };
+        Decoder::Flow(flow, settings).decompress(&codec, &bytes)
+    };
+    let (a, _) = decode(2, 1, 1.0).unwrap();
+    let (b, _) = decode(2, 1, 1.0).unwrap();
+    let (c, _) = decode(2, 2, 1.0).unwrap();
     assert_eq!((a.width(), a.height()), (img.width(), img.height()));
     assert_eq!(differing(&a, &b), 0, "same seed, same pixels");
     assert!(differing(&a, &c) > 0, "another seed, other detail");
@@ -41,12 +51,12 @@ fn flow_decode_is_seeded_and_refines_the_mse_decode() {
         p_flow > p_mse - 4.0,
         "flow {p_flow:.2} dB, MSE {p_mse:.2} dB"
     );
-    assert!(codec.decompress_flow(&bytes, 0, 1, 1.0).is_err());
-    assert!(codec.decompress_flow(&bytes, 17, 1, 1.0).is_err());
-    assert!(codec.decompress_flow(&bytes, 2, 1, 1.5).is_err());
+    assert!(decode(0, 1, 1.0).is_err());
+    assert!(decode(17, 1, 1.0).is_err());
+    assert!(decode(2, 1, 1.5).is_err());
     // At temperature 0 the source noise is gone: the seed no longer matters.
-    let (cold1, _) = codec.decompress_flow(&bytes, 2, 1, 0.0).unwrap();
-    let (cold2, _) = codec.decompress_flow(&bytes, 2, 2, 0.0).unwrap();
+    let (cold1, _) = decode(2, 1, 0.0).unwrap();
+    let (cold2, _) = decode(2, 2, 0.0).unwrap();
     assert_eq!(cold1.as_raw(), cold2.as_raw());
 }
 

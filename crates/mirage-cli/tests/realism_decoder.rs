@@ -2,7 +2,8 @@
 //! `w = 0` and with texture at `w = 1`, deterministically, and only with the
 //! generator trained for the file's model.
 
-use mirage::codec::{default_realism_path, suggest_realism, Realism};
+use mirage::codec::default_realism_path;
+use mirage::decoders::{resolve_realism, suggest_realism, AddOns, Realism, RealismDecoder};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
 use std::process::Command;
@@ -12,11 +13,24 @@ fn sample() -> image::RgbImage {
     mirage::image_io::read_image(&path).unwrap().image
 }
 
-fn codec() -> Codec {
-    let codec =
-        Codec::load_with_addons(&mirage::codec::v1_model_path()).expect("bundled models load");
-    assert!(codec.has_realism(), "the realism model is bundled");
-    codec
+/// The v1 core and its bundled add-ons.
+fn codec() -> (Codec, AddOns) {
+    let codec = Codec::load(&mirage::codec::v1_model_path()).expect("bundled model loads");
+    let add_ons = AddOns::bundled(&codec).expect("bundled add-ons load");
+    assert!(add_ons.realism.is_some(), "the realism model is bundled");
+    (codec, add_ons)
+}
+
+/// Decodes `bytes` at `realism` with the add-ons (the MSE decode when it asks for none).
+fn decode(
+    codec: &Codec,
+    add_ons: &AddOns,
+    bytes: &[u8],
+    realism: Realism,
+) -> mirage::error::Result<(image::RgbImage, mirage::Timings)> {
+    add_ons
+        .decoder_for(bytes, realism)?
+        .decompress(codec, bytes)
 }
 
 fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
@@ -29,12 +43,12 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn weight_zero_is_the_mse_decode_and_one_adds_detail() {
-    let codec = codec();
+    let (codec, add_ons) = codec();
     let img = sample();
     let (bytes, _) = codec.compress(&img, RateTarget::Quality(15.0)).unwrap();
     let (mse, _) = codec.decompress(&bytes).unwrap();
-    let (zero, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
-    let (one, _) = codec.decompress_with(&bytes, Realism::Weight(1.0)).unwrap();
+    let (zero, _) = decode(&codec, &add_ons, &bytes, Realism::Weight(0.0)).unwrap();
+    let (one, _) = decode(&codec, &add_ons, &bytes, Realism::Weight(1.0)).unwrap();
     assert_eq!(
         differing(&mse, &zero),
         0,
@@ -57,21 +71,19 @@ fn weight_zero_is_the_mse_decode_and_one_adds_detail() {
 
 #[test]
 fn auto_uses_the_suggested_weight() {
-    let codec = codec();
+    let (codec, add_ons) = codec();
     let (bytes, _) = codec
         .compress(&sample(), RateTarget::Quality(15.0))
         .unwrap();
-    assert_eq!(codec.resolve_realism(&bytes, Realism::Auto).unwrap(), 0.0);
+    assert_eq!(resolve_realism(&bytes, Realism::Auto).unwrap(), 0.0);
     let suggested = suggest_realism(&bytes, 0.6).unwrap();
-    let w = codec.resolve_realism(&suggested, Realism::Auto).unwrap();
+    let w = resolve_realism(&suggested, Realism::Auto).unwrap();
     assert!((w - 0.6).abs() < 0.5 / 255.0, "{w}");
-    let (auto, _) = codec.decompress(&suggested).unwrap();
-    let (explicit, _) = codec.decompress_with(&bytes, Realism::Weight(w)).unwrap();
+    let (auto, _) = decode(&codec, &add_ons, &suggested, Realism::Auto).unwrap();
+    let (explicit, _) = decode(&codec, &add_ons, &bytes, Realism::Weight(w)).unwrap();
     assert_eq!(differing(&auto, &explicit), 0);
     assert!(suggest_realism(&bytes, 1.5).is_err());
-    assert!(codec
-        .decompress_with(&bytes, Realism::Weight(-0.1))
-        .is_err());
+    assert!(decode(&codec, &add_ons, &bytes, Realism::Weight(-0.1)).is_err());
 }
 
 #[test]
@@ -119,13 +131,17 @@ fn a_generator_for_another_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.safetensors");
     std::fs::write(&path, relabelled).unwrap();
-    let mut codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
-    let err = codec.attach_realism(&path).unwrap_err().to_string();
+    let codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
+    let err = RealismDecoder::load(&path, &codec)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("trained for model 0123456789abcdef"), "{err}");
     // Without a generator, w > 0 is a clear error and w = 0 still decodes.
     let (file, _) = codec
         .compress(&sample(), RateTarget::Quality(15.0))
         .unwrap();
-    assert!(codec.decompress_with(&file, Realism::Weight(0.5)).is_err());
-    assert!(codec.decompress_with(&file, Realism::Weight(0.0)).is_ok());
+    let add_ons = AddOns::default();
+    assert!(decode(&codec, &add_ons, &file, Realism::Weight(0.5)).is_err());
+    assert!(decode(&codec, &add_ons, &file, Realism::Weight(0.0)).is_ok());
 }

@@ -2,10 +2,11 @@
 //! the image and writes a per-region realism map into the file, which `decode`
 //! follows unless told otherwise (`--realism W`).
 //!
-//! The encoder side is `Codec::compress_with_predicted_map`. The predictor
+//! The encoder side is [`Predictor::compress`]. The predictor
 //! (`model::predictor`) is trained by `mirage train predictor`; what it
 //! learned from is in docs/conha.md and its model card.
 
+use crate::codec::{attach_realism_map, realism_map_budget, Codec, EncodeReport, RateTarget};
 use crate::error::{MirageError, Result};
 use crate::layout::padded_tensor;
 use crate::model::predictor::RealismPredictor;
@@ -35,10 +36,10 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads a predictor trained for the model whose id is `base` (the codec's).
-    pub fn load(path: &Path, base: &[u8; 8]) -> Result<Predictor> {
+    /// Loads a predictor; it must have been trained on `codec`'s core.
+    pub fn load(path: &Path, codec: &Codec) -> Result<Predictor> {
         let file = DecoderFile::load(path, PREDICTOR_FORMAT_NAME)?;
-        file.check_base(base, path)?;
+        codec.check_add_on(&file, path)?;
         let fixed_level = file
             .text("fixed_level")
             .and_then(|v| v.parse::<u8>().ok())
@@ -56,6 +57,30 @@ impl Predictor {
             fixed_level,
             id: file.id,
         })
+    }
+
+    /// Compresses at `target` and adds the realism map this predictor predicts. A size
+    /// target keeps room for the map, so the file still fits.
+    pub fn compress(
+        &self,
+        codec: &Codec,
+        img: &RgbImage,
+        target: RateTarget,
+    ) -> Result<(Vec<u8>, EncodeReport, RealismMap)> {
+        let reserve = realism_map_budget(img.width(), img.height());
+        let pixels = img.width() as f64 * img.height() as f64;
+        let target = match target {
+            RateTarget::Quality(q) => RateTarget::Quality(q),
+            RateTarget::Bpp(b) => {
+                RateTarget::Bytes(((b * pixels / 8.0).floor() as usize).saturating_sub(reserve))
+            }
+            RateTarget::Bytes(n) => RateTarget::Bytes(n.saturating_sub(reserve)),
+        };
+        let (bytes, mut report) = codec.compress(img, target)?;
+        let map = self.predict(img, report.rate)?;
+        let bytes = attach_realism_map(&bytes, &map)?;
+        report.bytes = bytes.len();
+        Ok((bytes, report, map))
     }
 
     /// The best single weight on the training labels (the "ConHa-fixed" baseline).

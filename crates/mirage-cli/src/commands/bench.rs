@@ -82,7 +82,7 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             efforts,
             out_dir,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, _) = load_codec(models)?;
             let table = bench::run(
                 &codec,
                 &BenchOptions {
@@ -102,7 +102,7 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             decoders,
             out_dir,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             // The realism measure, if its extractor is there (the table names its id).
             let measure = RealismMeasure::load_default().ok();
             let realism = |reference: &[image::RgbImage], test: &[image::RgbImage]| {
@@ -120,6 +120,7 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             }
             let table = bench::run_decoders(
                 &codec,
+                &add_ons,
                 &bench::DecoderBenchOptions {
                     images,
                     targets_bpp: bpp,
@@ -143,10 +144,11 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             out,
             force,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             let columns = decoders;
             let (sheet, rows) = comparison::side_by_side(
                 &codec,
+                &add_ons,
                 &images,
                 &KODAK_REGIONS,
                 &columns,
@@ -162,8 +164,8 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             Ok(())
         }
         BenchCommand::Predictor { images, bpp } => {
-            let codec = load_codec(models)?;
-            println!("{}", bench::run_predictor(&codec, &images, &bpp)?);
+            let (codec, add_ons) = load_codec(models)?;
+            println!("{}", bench::run_predictor(&codec, &add_ons, &images, &bpp)?);
             Ok(())
         }
     }

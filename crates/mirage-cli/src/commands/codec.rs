@@ -4,7 +4,8 @@ use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use mirage::codec::{suggest_realism, Codec, Realism};
+use mirage::codec::Codec;
+use mirage::decoders::{suggest_realism, AddOns, Decoder, FlowSettings, Realism};
 use mirage::image_io::{read_image, write_atomically, write_image};
 use mirage::{metrics, progress};
 use mirage_eval::suite;
@@ -49,7 +50,7 @@ pub(crate) enum CodecCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Scale of the flow decoder's source noise, 0–1: lower invents less detail.
-        #[arg(long, default_value_t = mirage::codec::DEFAULT_FLOW_TEMPERATURE)]
+        #[arg(long, default_value_t = mirage::decoders::DEFAULT_FLOW_TEMPERATURE)]
         temperature: f32,
         #[arg(long)]
         force: bool,
@@ -85,7 +86,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             realism,
             force,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             for_each_file(
                 &input,
                 &output,
@@ -93,7 +94,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                     "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
                 ],
                 "mrg",
-                |src, dst| encode_one(&codec, src, dst, &rate, realism, force).map(|_| ()),
+                |src, dst| {
+                    encode_one(&codec, &add_ons, src, dst, &rate, realism, force).map(|_| ())
+                },
             )
         }
         CodecCommand::Decode {
@@ -106,15 +109,24 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             temperature,
             force,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
                 let bytes =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
-                let (img, _) = match decoder {
-                    DecoderChoice::Default => codec.decompress_with(&bytes, realism),
-                    DecoderChoice::Flow => codec.decompress_flow(&bytes, steps, seed, temperature),
-                }
-                .with_context(|| src.display().to_string())?;
+                let decoder = match decoder {
+                    DecoderChoice::Default => add_ons.decoder_for(&bytes, realism),
+                    DecoderChoice::Flow => add_ons.flow().map(|flow| {
+                        let settings = FlowSettings {
+                            steps,
+                            seed,
+                            temperature,
+                        };
+                        Decoder::Flow(flow, settings)
+                    }),
+                };
+                let (img, _) = decoder
+                    .and_then(|d| d.decompress(&codec, &bytes))
+                    .with_context(|| src.display().to_string())?;
                 write_image(&img, dst, force)?;
                 Ok(())
             })
@@ -122,7 +134,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
         CodecCommand::Info { file, symbols } => {
             info(&file)?;
             if symbols {
-                let codec = load_codec(models)?;
+                let (codec, _) = load_codec(models)?;
                 let bytes = std::fs::read(&file)?;
                 let (z, y) = codec.decode_symbols(&bytes)?;
                 let indexes = codec.scale_indexes(&bytes)?;
@@ -145,7 +157,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             rate,
             realism,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let stem = input
@@ -158,12 +170,14 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             // `auto` is the whole ConHa path when the predictor is there: the encoder
             // writes its realism map and the decoder follows it.
             let encode_realism = match realism {
-                Realism::Auto if codec.predictor().is_ok() => Some(Realism::Auto),
+                Realism::Auto if add_ons.predictor.is_some() => Some(Realism::Auto),
                 _ => None,
             };
-            let original = encode_one(&codec, &input, &mrg, &rate, encode_realism, true)?;
+            let original = encode_one(&codec, &add_ons, &input, &mrg, &rate, encode_realism, true)?;
             let bytes = std::fs::read(&mrg)?;
-            let (decoded, _) = codec.decompress_with(&bytes, realism)?;
+            let (decoded, _) = add_ons
+                .decoder_for(&bytes, realism)?
+                .decompress(&codec, &bytes)?;
             write_image(&decoded, &png, true)?;
             let pixels = (original.width() * original.height()) as f64;
             println!(
@@ -184,6 +198,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
 /// Compresses one image file to `dst`; returns the original (for reporting).
 fn encode_one(
     codec: &Codec,
+    add_ons: &AddOns,
     src: &Path,
     dst: &Path,
     rate: &Rate,
@@ -200,8 +215,9 @@ fn encode_one(
     }
     let bytes = match realism {
         Some(Realism::Auto) => {
-            codec
-                .compress_with_predicted_map(&loaded.image, target)
+            add_ons
+                .predictor()?
+                .compress(codec, &loaded.image, target)
                 .with_context(|| src.display().to_string())?
                 .0
         }

@@ -96,9 +96,10 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
                     continue;
                 }
                 if name == "mirage" {
-                    mirage_codecs.push(MirageUnderTest::new(load_codec(models)?));
+                    mirage_codecs.push(MirageUnderTest::new(load_codec(models)?.0));
                 } else if let Some(w) = realism_variant(name)? {
-                    mirage_codecs.push(MirageUnderTest::with_realism(load_codec(models)?, w)?);
+                    let (codec, add_ons) = load_codec(models)?;
+                    mirage_codecs.push(MirageUnderTest::with_realism(codec, add_ons, w)?);
                 } else {
                     classic.push(ClassicCodec::by_name(name).with_context(|| {
                         format!(

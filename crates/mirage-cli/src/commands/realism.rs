@@ -104,7 +104,7 @@ pub(crate) fn run(command: RealismCommand, models: &Models) -> Result<()> {
             let codec = if no_mirage {
                 None
             } else {
-                Some(load_codec(models)?)
+                Some(load_codec(models)?.0)
             };
             let result = validate::validate(
                 &measure,

@@ -40,10 +40,10 @@ pub(crate) fn run(command: StudyGroup, models: &Models) -> Result<()> {
             out,
             force,
         } => {
-            let codec = load_codec(models)?;
+            let (codec, add_ons) = load_codec(models)?;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("study-pools/conha-{bpp}")));
             let paths = suite::image_paths(&images)?;
-            mirage_cli::study_pool::write(&codec, &paths, bpp, &conditions, &out, force)?;
+            mirage_cli::study_pool::write(&codec, &add_ons, &paths, bpp, &conditions, &out, force)?;
             eprintln!(
                 "wrote {}; serve it with: scripts/mirage study serve --pool {}",
                 out.display(),

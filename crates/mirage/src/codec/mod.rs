@@ -14,19 +14,17 @@ pub use crate::layout::{attach_realism_map, realism_map_budget, MAX_PIXELS, MAX_
 use crate::layout::{
     check_size, padded, padded_tensor, realism_map, HYPER_SECTION, LATENT_SECTION, STRIDE,
 };
-use crate::model::flow::FlowRefiner;
 use crate::model::realism::RealismGenerator;
 use crate::model::{gaussian_likelihood, layers::ConvPrecision, Hyperprior, LEVELS};
-use crate::model_file::{id_hex, DecoderFile, ModelFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
+use crate::model_file::{id_hex, DecoderFile, ModelFile};
 use image::RgbImage;
 use mirage_entropy::{gaussian, CdfTable};
-use mirage_format::realism_map::RealismMap;
 use mirage_format::{Container, Header, RATE_MAX};
 use mirage_prior::{interpolate_gain, EntropyParameters};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::{nn::VarStore, Device, Kind, Tensor};
-use tiles::Weights;
+pub(crate) use tiles::Weights;
 #[cfg(test)]
 use tiles::{tiles, TILE_MARGIN};
 
@@ -117,64 +115,6 @@ pub struct Codec {
     hyper_gain: Vec<f32>,
     inverse_hyper_gain: Vec<f32>,
     hyper_tables: Vec<CdfTable>,
-    realism: Option<RealismDecoder>,
-    flow: Option<FlowDecoder>,
-    predictor: Option<crate::conha::Predictor>,
-}
-
-/// The flow refiner, attached to the hyperprior whose decodes it refines.
-struct FlowDecoder {
-    _vs: VarStore,
-    flow: FlowRefiner,
-}
-
-/// The flow decoder's default source-noise temperature. At 1 (the training
-/// distribution) the early bundled flow over-sharpens at 4 steps (Kodak, 0.1 bpp:
-/// −2.5 dB, detail ratio 1.46); at 0.6 it costs 1.0 dB and still brings the texture
-/// statistics closer to the originals' (BENCHMARKS.md).
-pub const DEFAULT_FLOW_TEMPERATURE: f32 = 0.6;
-
-/// Step counts the flow decoder accepts.
-pub const FLOW_STEPS: std::ops::RangeInclusive<usize> = 1..=16;
-
-/// The realism generator, attached to the hyperprior whose bitstreams it decodes.
-struct RealismDecoder {
-    _vs: VarStore,
-    generator: RealismGenerator,
-    /// The generator file's identifier.
-    id: [u8; 8],
-}
-
-/// How much the decoder may hallucinate.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Realism {
-    /// The file's suggestion if it has one, else [`DEFAULT_REALISM`].
-    Auto,
-    /// A hallucination weight in [0, 1]: 0 is the MSE (fidelity) decode, 1 full realism.
-    Weight(f32),
-}
-
-/// The weight `Realism::Auto` uses for files without a suggestion: the fidelity
-/// decode, so that nothing is invented unless the encoder or the user asked for it.
-pub const DEFAULT_REALISM: f32 = 0.0;
-
-/// Sets the suggested hallucination weight stored in a file's header (quantized to
-/// 1/255), which `Realism::Auto` decodes with.
-pub fn suggest_realism(bytes: &[u8], w: f32) -> Result<Vec<u8>> {
-    let w = check_weight(w)?;
-    let mut c = mirage_format::read(bytes)?;
-    c.header.realism = Some((w * 255.0).round() as u8);
-    Ok(mirage_format::write(&c)?)
-}
-
-fn check_weight(w: f32) -> Result<f32> {
-    if (0.0..=1.0).contains(&w) {
-        Ok(w)
-    } else {
-        Err(MirageError::BadParameter(format!(
-            "realism must be between 0 and 1, not {w}"
-        )))
-    }
 }
 
 fn channel_tensor(v: &[f32]) -> Tensor {
@@ -201,171 +141,19 @@ impl Codec {
             _vs: vs,
             net,
             entropy_model,
-            realism: None,
-            flow: None,
-            predictor: None,
         })
     }
 
-    /// The bundled core, with each bundled decoder add-on (realism generator, flow
-    /// refiner, ConHa predictor) that was trained for it.
+    /// The bundled core (or `$MIRAGE_MODEL`). Its decoder add-ons are loaded apart,
+    /// by [`crate::decoders::AddOns::bundled`].
     pub fn load_default() -> Result<Codec> {
-        Codec::load_with_addons(&default_model_path())
+        Codec::load(&default_model_path())
     }
 
-    /// A core and the bundled add-ons made for it; add-ons trained for another core are
-    /// left out (asking for them later is then a clear error).
-    pub fn load_with_addons(path: &Path) -> Result<Codec> {
-        let mut codec = Codec::load(path)?;
-        let fits = |r: Result<()>| match r {
-            Err(MirageError::InvalidModel { ref reason, .. })
-                if reason.contains("trained for model") =>
-            {
-                Ok(())
-            }
-            other => other,
-        };
-        let realism = default_realism_path();
-        if realism.exists() {
-            fits(codec.attach_realism(&realism))?;
-        }
-        let flow = default_flow_path();
-        if flow.exists() {
-            fits(codec.attach_flow(&flow))?;
-        }
-        let predictor = crate::conha::default_predictor_path();
-        if predictor.exists() {
-            fits(codec.attach_predictor(&predictor))?;
-        }
-        Ok(codec)
-    }
-
-    /// Refuses an add-on file (generator, flow, predictor) made for another model.
-    fn check_base(&self, file: &DecoderFile, path: &Path) -> Result<()> {
+    /// Refuses an add-on file (realism generator, flow refiner, ConHa predictor) made
+    /// for another core: the one place that ties add-ons to their core.
+    pub(crate) fn check_add_on(&self, file: &DecoderFile, path: &Path) -> Result<()> {
         file.check_base(&self.id, path)
-    }
-
-    /// Loads a flow refiner; it must have been trained on this codec's model.
-    pub fn attach_flow(&mut self, path: &Path) -> Result<()> {
-        let file = DecoderFile::load(path, FLOW_FORMAT_NAME)?;
-        self.check_base(&file, path)?;
-        let vs = VarStore::new(Device::Cpu);
-        let flow = FlowRefiner::new(&vs.root(), file.flow_config()?, ConvPrecision::F32);
-        file.fill(&vs)?;
-        self.flow = Some(FlowDecoder { _vs: vs, flow });
-        Ok(())
-    }
-
-    /// Loads a realism predictor (ConHa); it must have been trained on this codec's
-    /// model.
-    pub fn attach_predictor(&mut self, path: &Path) -> Result<()> {
-        self.predictor = Some(crate::conha::Predictor::load(path, &self.id)?);
-        Ok(())
-    }
-
-    /// The realism predictor, if one is loaded.
-    pub fn predictor(&self) -> Result<&crate::conha::Predictor> {
-        self.predictor.as_ref().ok_or_else(|| {
-            MirageError::BadParameter(
-                "realism `auto` at the encoder needs a realism predictor trained for this core (the bundled one, models/v1/realism-predictor.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
-            )
-        })
-    }
-
-    /// Compresses at `target` and adds the realism map the loaded predictor (ConHa)
-    /// predicts. A size target keeps room for the map, so the file still fits.
-    pub fn compress_with_predicted_map(
-        &self,
-        img: &RgbImage,
-        target: RateTarget,
-    ) -> Result<(Vec<u8>, EncodeReport, RealismMap)> {
-        let predictor = self.predictor()?;
-        let reserve = realism_map_budget(img.width(), img.height());
-        let pixels = img.width() as f64 * img.height() as f64;
-        let target = match target {
-            RateTarget::Quality(q) => RateTarget::Quality(q),
-            RateTarget::Bpp(b) => {
-                RateTarget::Bytes(((b * pixels / 8.0).floor() as usize).saturating_sub(reserve))
-            }
-            RateTarget::Bytes(n) => RateTarget::Bytes(n.saturating_sub(reserve)),
-        };
-        let (bytes, mut report) = self.compress(img, target)?;
-        let map = predictor.predict(img, report.rate)?;
-        let bytes = attach_realism_map(&bytes, &map)?;
-        report.bytes = bytes.len();
-        Ok((bytes, report, map))
-    }
-
-    /// Whether a flow refiner is loaded.
-    pub fn has_flow(&self) -> bool {
-        self.flow.is_some()
-    }
-
-    /// Decompresses with the flow refiner: the MSE decode plus `steps` Euler steps of
-    /// the rectified flow from the noise of `seed`, scaled by `temperature` in [0, 1]
-    /// (1 = the trained source distribution; lower trades invented detail for
-    /// fidelity). Same file, steps, seed and temperature: same pixels.
-    pub fn decompress_flow(
-        &self,
-        bytes: &[u8],
-        steps: usize,
-        seed: u64,
-        temperature: f32,
-    ) -> Result<(RgbImage, Timings)> {
-        let Some(flow) = &self.flow else {
-            return Err(MirageError::BadParameter(
-                "the flow decoder needs a flow refiner trained for this core (the bundled one, models/v1/flow.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
-            ));
-        };
-        if !FLOW_STEPS.contains(&steps) {
-            return Err(MirageError::BadParameter(format!(
-                "flow steps must be from {} to {}, not {steps}",
-                FLOW_STEPS.start(),
-                FLOW_STEPS.end()
-            )));
-        }
-        if !(0.0..=1.0).contains(&temperature) {
-            return Err(MirageError::BadParameter(format!(
-                "flow temperature must be from 0 to 1, not {temperature}"
-            )));
-        }
-        let (decoded, mut t) = self.decompress_with(bytes, Realism::Weight(0.0))?;
-        let start = Instant::now();
-        let refined = crate::refinement::refine(&flow.flow, &decoded, steps, seed, temperature)?;
-        t.networks += start.elapsed();
-        Ok((refined, t))
-    }
-
-    /// Loads a realism generator; it must have been trained on this codec's model.
-    pub fn attach_realism(&mut self, path: &Path) -> Result<()> {
-        let file = DecoderFile::load(path, REALISM_FORMAT_NAME)?;
-        let config = file.realism_config()?;
-        self.check_base(&file, path)?;
-        if config.feature_channels != self.net.config.n {
-            return Err(MirageError::InvalidModel {
-                path: path.to_owned(),
-                reason: "its feature width does not match the loaded model".into(),
-            });
-        }
-        let vs = VarStore::new(Device::Cpu);
-        let generator = RealismGenerator::new(&vs.root(), config, ConvPrecision::F32);
-        file.fill(&vs)?;
-        self.realism = Some(RealismDecoder {
-            _vs: vs,
-            generator,
-            id: file.id,
-        });
-        Ok(())
-    }
-
-    /// Whether a realism generator is loaded (else only `w = 0` decodes).
-    pub fn has_realism(&self) -> bool {
-        self.realism.is_some()
-    }
-
-    /// The identifier of the loaded realism generator, if any.
-    pub fn realism_id(&self) -> Option<[u8; 8]> {
-        self.realism.as_ref().map(|r| r.id)
     }
 
     /// The hyperprior's widths.
@@ -618,69 +406,76 @@ impl Codec {
         Ok((z, y))
     }
 
-    /// Decompresses a `.mrg` file with the realism it suggests (see [`Realism::Auto`]).
+    /// Decompresses a `.mrg` file with the core's own synthesis: the fidelity (MSE)
+    /// decode. The realism generator and the flow refiner decode the same files
+    /// (`crate::decoders::Decoder`).
     pub fn decompress(&self, bytes: &[u8]) -> Result<(RgbImage, Timings)> {
-        self.decompress_with(bytes, Realism::Auto)
+        let latent = self.decode_latent_values(bytes)?;
+        self.synthesize_latent(&latent, None)
     }
 
-    /// The hallucination weight a decode will use: the one asked for, else the
-    /// file's suggestion (the mean of its map, if it has one), else
-    /// [`DEFAULT_REALISM`].
-    pub fn resolve_realism(&self, bytes: &[u8], realism: Realism) -> Result<f32> {
-        match realism {
-            Realism::Weight(w) => check_weight(w),
-            Realism::Auto => Ok(mirage_format::read(bytes)?
-                .header
-                .realism
-                .map_or(DEFAULT_REALISM, |v| v as f32 / 255.0)),
-        }
-    }
-
-    /// Decompresses a `.mrg` file at a chosen hallucination weight: the same bitstream
-    /// gives the fidelity decode at `w = 0` and full realism at `w = 1`. With
-    /// [`Realism::Auto`], a file that carries a realism map is decoded region by
-    /// region with the map's weights.
-    pub fn decompress_with(&self, bytes: &[u8], realism: Realism) -> Result<(RgbImage, Timings)> {
-        let mut t = Timings::default();
+    /// Entropy-decodes a file into the latent's values: what every decoder starts from.
+    pub(crate) fn decode_latent_values(&self, bytes: &[u8]) -> Result<DecodedLatent> {
+        let mut timings = Timings::default();
         let start = Instant::now();
-        let c = self.open(bytes)?;
-        let h = &c.header;
-        let weights = match (realism, realism_map(&c)?) {
-            (Realism::Auto, Some(map)) => Weights::Map(map),
-            _ => Weights::Uniform(self.resolve_realism(bytes, realism)?),
-        };
-        let generator = match (&self.realism, weights.any()) {
-            (_, false) => None,
-            (Some(r), true) => Some((&r.generator, &weights)),
-            (None, true) => {
-                return Err(MirageError::BadParameter(
-                    "this realism needs a realism generator trained for this core (the bundled one, models/v1/realism.safetensors, belongs to the v1 core: use --model models/v1/hyperprior.safetensors)".into(),
-                ))
-            }
-        };
-        let (z, zh, zw) = self.decode_hyper_latent(&c)?;
-        t.entropy_coding = start.elapsed();
+        let container = self.open(bytes)?;
+        let (z, zh, zw) = self.decode_hyper_latent(&container)?;
+        timings.entropy_coding = start.elapsed();
 
         // Parameters and rANS decoding interleave (see `encode_analysis`).
         let start = Instant::now();
         let CodedLatent {
             symbols, params, ..
-        } = self.decode_latent(&c, &z, zh, zw)?;
-        t.entropy_parameters = start.elapsed();
-
-        let start = Instant::now();
+        } = self.decode_latent(&container, &z, zh, zw)?;
+        timings.entropy_parameters = start.elapsed();
         let (yh, yw) = (params.height, params.width);
-        let inverse_gain = self.gains(&self.inverse_gain, h.rate);
+        let inverse_gain = self.gains(&self.inverse_gain, container.header.rate);
         let y_hat: Vec<f32> = symbols
             .iter()
             .zip(&params.means)
             .enumerate()
             .map(|(i, (&s, &mu))| (s as f32 + mu) * inverse_gain[i / (yh * yw)])
             .collect();
-        let img = self.synthesize(&y_hat, yh, yw, h.width, h.height, generator)?;
+        Ok(DecodedLatent {
+            container,
+            y_hat,
+            height: yh,
+            width: yw,
+            timings,
+        })
+    }
+
+    /// Turns a decoded latent into pixels: the core's synthesis, or with `realism`
+    /// the realism generator at those weights.
+    pub(crate) fn synthesize_latent(
+        &self,
+        latent: &DecodedLatent,
+        realism: Option<(&RealismGenerator, &Weights)>,
+    ) -> Result<(RgbImage, Timings)> {
+        let mut t = latent.timings;
+        let start = Instant::now();
+        let h = &latent.container.header;
+        let img = self.synthesize(
+            &latent.y_hat,
+            latent.height,
+            latent.width,
+            h.width,
+            h.height,
+            realism,
+        )?;
         t.networks = start.elapsed();
         Ok((img, t))
     }
+}
+
+/// A file entropy-decoded into its latent's values (`Codec::decode_latent_values`).
+pub(crate) struct DecodedLatent {
+    /// The file's header and sections (its realism map, if any, is section 2).
+    pub(crate) container: Container,
+    pub(crate) y_hat: Vec<f32>,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) timings: Timings,
 }
 
 /// Bits of symbols under integer tables (the ideal code length the rANS approaches).

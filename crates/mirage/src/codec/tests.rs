@@ -1,4 +1,18 @@
 use super::*;
+use crate::decoders::{AddOns, Decoder, Realism};
+use mirage_format::realism_map::RealismMap;
+
+/// A decode by the bundled v1 realism generator.
+fn decode_with(
+    codec: &Codec,
+    add_ons: &AddOns,
+    bytes: &[u8],
+    realism: Realism,
+) -> (RgbImage, Timings) {
+    Decoder::Realism(add_ons.realism().unwrap(), realism)
+        .decompress(codec, bytes)
+        .unwrap()
+}
 
 #[test]
 fn tiles_cover_the_latent_once() {
@@ -54,7 +68,7 @@ fn worst_difference(a: &RgbImage, b: &RgbImage) -> i32 {
 fn tiles_are_seamless() {
     let codec = Codec::load_default().unwrap();
     let (bytes, y_hat) = file_and_latent(&codec);
-    let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+    let (tiled, _) = codec.decompress(&bytes).unwrap();
     let whole = tch::no_grad(|| codec.net.synthesis(&y_hat).clamp(0.0, 1.0));
     let whole = crate::image_io::from_tensor(&whole).unwrap();
     // Different convolution blockings round differently: at most one 8-bit level.
@@ -64,10 +78,11 @@ fn tiles_are_seamless() {
 /// The same for the realism generator, whose margin is wider.
 #[test]
 fn realism_tiles_are_seamless() {
-    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
-    let generator = &codec.realism.as_ref().expect("bundled").generator;
+    let codec = Codec::load(&super::v1_model_path()).unwrap();
+    let add_ons = AddOns::bundled(&codec).unwrap();
+    let generator = &add_ons.realism().unwrap().generator;
     let (bytes, y_hat) = file_and_latent(&codec);
-    let (tiled, _) = codec.decompress_with(&bytes, Realism::Weight(1.0)).unwrap();
+    let (tiled, _) = decode_with(&codec, &add_ons, &bytes, Realism::Weight(1.0));
     let whole = tch::no_grad(|| {
         let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
         generator
@@ -93,12 +108,13 @@ fn test_map() -> RealismMap {
 /// weights for every pixel.
 #[test]
 fn realism_map_tiles_are_seamless() {
-    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
-    let generator = &codec.realism.as_ref().expect("bundled").generator;
+    let codec = Codec::load(&super::v1_model_path()).unwrap();
+    let add_ons = AddOns::bundled(&codec).unwrap();
+    let generator = &add_ons.realism().unwrap().generator;
     let (bytes, y_hat) = file_and_latent(&codec);
     let map = test_map();
     let with_map = attach_realism_map(&bytes, &map).unwrap();
-    let (tiled, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+    let (tiled, _) = decode_with(&codec, &add_ons, &with_map, Realism::Auto);
     let whole = tch::no_grad(|| {
         let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
         let w = Tensor::from_slice(&map.weights(0, 0, 640, 640)).view([1, 1, 640, 640]);
@@ -107,10 +123,8 @@ fn realism_map_tiles_are_seamless() {
     let whole = crate::image_io::from_tensor(&whole).unwrap();
     assert!(worst_difference(&tiled, &whole) <= 1);
     // An explicit weight overrides the map; the map changes the decode.
-    let (zero, _) = codec
-        .decompress_with(&with_map, Realism::Weight(0.0))
-        .unwrap();
-    let (plain, _) = codec.decompress_with(&bytes, Realism::Weight(0.0)).unwrap();
+    let (zero, _) = decode_with(&codec, &add_ons, &with_map, Realism::Weight(0.0));
+    let (plain, _) = decode_with(&codec, &add_ons, &bytes, Realism::Weight(0.0));
     assert_eq!(worst_difference(&zero, &plain), 0);
     assert!(worst_difference(&tiled, &plain) > 8);
 }
@@ -119,7 +133,8 @@ fn realism_map_tiles_are_seamless() {
 /// FiLM per image), and is stored as a header weight without a section.
 #[test]
 fn a_uniform_map_is_a_header_weight() {
-    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
+    let codec = Codec::load(&super::v1_model_path()).unwrap();
+    let add_ons = AddOns::bundled(&codec).unwrap();
     let (bytes, _) = file_and_latent(&codec);
     let map = RealismMap {
         cols: 10,
@@ -129,8 +144,8 @@ fn a_uniform_map_is_a_header_weight() {
     let uniform = attach_realism_map(&bytes, &map).unwrap();
     assert_eq!(mirage_format::read(&uniform).unwrap().sections.len(), 2);
     let w = RealismMap::weight(2);
-    let (a, _) = codec.decompress_with(&uniform, Realism::Auto).unwrap();
-    let (b, _) = codec.decompress_with(&bytes, Realism::Weight(w)).unwrap();
+    let (a, _) = decode_with(&codec, &add_ons, &uniform, Realism::Auto);
+    let (b, _) = decode_with(&codec, &add_ons, &bytes, Realism::Weight(w));
     assert!(worst_difference(&a, &b) <= 1);
     // The same weights through the map path.
     let c = codec.open(&bytes).unwrap();
@@ -140,7 +155,7 @@ fn a_uniform_map_is_a_header_weight() {
     varied.levels[0] = 1;
     let with_map = attach_realism_map(&bytes, &varied).unwrap();
     assert_eq!(mirage_format::read(&with_map).unwrap().sections.len(), 3);
-    let (d, _) = codec.decompress_with(&with_map, Realism::Auto).unwrap();
+    let (d, _) = decode_with(&codec, &add_ons, &with_map, Realism::Auto);
     // Far from the changed cell the decode is the uniform one.
     let far = |img: &RgbImage| image::imageops::crop_imm(img, 320, 320, 320, 320).to_image();
     assert!(worst_difference(&far(&d), &far(&a)) <= 1);
@@ -148,7 +163,7 @@ fn a_uniform_map_is_a_header_weight() {
 
 #[test]
 fn a_bad_realism_map_is_an_error() {
-    let codec = Codec::load_with_addons(&super::v1_model_path()).unwrap();
+    let codec = Codec::load(&super::v1_model_path()).unwrap();
     let (bytes, _) = file_and_latent(&codec);
     let wrong_grid = RealismMap {
         cols: 3,

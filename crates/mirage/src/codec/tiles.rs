@@ -166,14 +166,14 @@ pub(super) fn synthesize_tile(
 
 /// The hallucination weights of a decode.
 #[derive(Debug)]
-pub(super) enum Weights {
+pub(crate) enum Weights {
     Uniform(f32),
     Map(RealismMap),
 }
 
 impl Weights {
     /// Whether anything is hallucinated at all (else the plain synthesis runs).
-    pub(super) fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         match self {
             Weights::Uniform(w) => *w > 0.0,
             Weights::Map(map) => map.levels.iter().any(|&l| l > 0),
