@@ -120,10 +120,11 @@ fn absurd_dimensions_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let good = std::fs::read(encoded(dir.path())).unwrap();
     let mut c = mirage_format::read(&good).unwrap();
-    // Within the container's limits, beyond the codec's pixel limit.
+    // Within the limits (64 Mi pixels), but the sections are far too short for so
+    // large an image: a clear error, found before any image-sized allocation.
     c.header.width = 8192;
     c.header.height = 8192;
-    decode_fails_without_output(&mirage_format::write(&c).unwrap(), "at most");
+    decode_fails_without_output(&mirage_format::write(&c).unwrap(), "truncated");
     // A wide input image (valid PNG, tiny file) is refused at encode time.
     let wide = dir.path().join("wide.png");
     image::RgbImage::new(20000, 1).save(&wide).unwrap();

@@ -171,6 +171,24 @@ pub fn write(container: &Container) -> Result<Vec<u8>, FormatError> {
     Ok(out)
 }
 
+/// Rewrites both checksums of a would-be container in place, so that a fuzzer's or a
+/// test's mutated bytes reach the checks behind them (header fields, section lengths,
+/// the sections' own parsers). Bytes too short to hold a header are left alone.
+pub fn recompute_checksums(bytes: &mut [u8]) {
+    if bytes.len() < FIXED_HEADER_SIZE {
+        return;
+    }
+    let section_count = usize::from(bytes[SECTION_COUNT_OFFSET]);
+    let header_len = header_size(section_count);
+    if check_section_count(section_count).is_err() || bytes.len() < header_len {
+        return;
+    }
+    let payload_crc = crc32fast::hash(&bytes[header_len..]);
+    bytes[header_len - 8..header_len - 4].copy_from_slice(&payload_crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&bytes[..header_len - 4]);
+    bytes[header_len - 4..header_len].copy_from_slice(&header_crc.to_le_bytes());
+}
+
 /// Parses and fully validates a container.
 ///
 /// Checks run in the order that gives the most useful error: identity first

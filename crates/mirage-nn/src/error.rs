@@ -9,10 +9,11 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum MirageError {
     /// The `.mrg` container is malformed (truncated, corrupted, foreign, ...).
-    #[error("{0}")]
+    #[error(transparent)]
     Format(#[from] FormatError),
     /// The container is intact but an entropy-coded section does not decode.
-    #[error("corrupt compressed data: {0}")]
+    // The cause is the error's source, which `{:#}` (the CLI) prints after a colon.
+    #[error("corrupt compressed data")]
     Entropy(#[from] EntropyError),
     #[error("the file was made with model {file}, but the loaded model is {loaded}; decode it with the model that made it{hint}")]
     WrongModel {
@@ -58,6 +59,15 @@ pub enum MirageError {
 }
 
 pub type Result<T, E = MirageError> = std::result::Result<T, E>;
+
+impl From<mirage_prior::latent::LatentError> for MirageError {
+    fn from(e: mirage_prior::latent::LatentError) -> Self {
+        match e {
+            mirage_prior::latent::LatentError::Shape(e) => e.into(),
+            mirage_prior::latent::LatentError::Entropy(e) => e.into(),
+        }
+    }
+}
 
 impl From<mirage_prior::ShapeError> for MirageError {
     fn from(e: mirage_prior::ShapeError) -> Self {

@@ -18,6 +18,7 @@
 //! over contiguous output channels, which vectorises without changing any sum's order.
 
 pub mod context;
+pub mod latent;
 
 use rayon::prelude::*;
 

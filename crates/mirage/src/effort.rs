@@ -38,6 +38,10 @@ fn iterations(effort: u8) -> usize {
 /// so an effort level never does worse on the objective than the first guess.
 const STEP: f64 = 0.015;
 
+/// Largest image the refinement takes: it differentiates through one untiled synthesis,
+/// whose activations and gradients grow with the image; tiling it is still to do.
+pub const EFFORT_MAX_PIXELS: u64 = 2 * 1024 * 1024;
+
 impl Codec {
     /// [`Codec::compress`] with encoder effort `0..=MAX_EFFORT` (0 is the fast encoder).
     /// For byte or bpp targets the rate setting is the effort-0 search's, lowered in
@@ -51,6 +55,14 @@ impl Codec {
         if effort > MAX_EFFORT {
             return Err(MirageError::BadParameter(format!(
                 "effort {effort} is above {MAX_EFFORT}"
+            )));
+        }
+        if effort > 0 && u64::from(img.width()) * u64::from(img.height()) > EFFORT_MAX_PIXELS {
+            return Err(MirageError::BadParameter(format!(
+                "--effort above 0 takes images up to {} megapixels ({}×{} is larger); use effort 0",
+                EFFORT_MAX_PIXELS / (1024 * 1024),
+                img.width(),
+                img.height()
             )));
         }
         let analysis = self.analyse(img)?;

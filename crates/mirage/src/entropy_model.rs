@@ -1,216 +1,70 @@
-//! Which table codes each latent element: the hyper-synthesis alone (the plain
-//! mean-scale hyperprior), or the hyper-synthesis corrected by the spatial–channel
-//! context model, pass by pass. Encoding and decoding sit side by side and walk the
-//! same deterministic path in `mirage-prior`; only integers and table indexes reach the
-//! rANS coder.
+//! The latent's entropy model, built from a model file: the deterministic twins
+//! (`mirage_prior::latent`) of the file's hyper-synthesis and context layers. How they
+//! code the latent is in `mirage-prior`, which needs no libtorch.
 
 use crate::error::{MirageError, Result};
 use crate::model_file::ModelFile;
-use mirage_entropy::{gaussian, StreamDecoder};
-use mirage_prior::context::{ContextModel, GroupLayers, Pass};
-use mirage_prior::{Conv, EntropyParameters, HyperSynthesis, ShapeError};
+use mirage_prior::context::{ContextModel, GroupLayers};
+pub use mirage_prior::latent::{CodedLatent, EntropyModel};
+use mirage_prior::{Conv, HyperSynthesis, ShapeError};
 use std::path::Path;
 
-pub struct EntropyModel {
-    pub hyper_synthesis: HyperSynthesis,
-    pub context: Option<ContextModel>,
-}
-
-/// The coded latent: symbols and the parameters that coded them, channel-first.
-pub struct CodedLatent {
-    pub symbols: Vec<i32>,
-    pub params: EntropyParameters,
-    /// The table of every element, channel-first (for checks and bit estimates).
-    pub indexes: Vec<usize>,
-}
-
-impl EntropyModel {
-    /// The deterministic twins of the model file's hyper-synthesis and context layers.
-    pub fn load(file: &ModelFile, path: &Path) -> Result<EntropyModel> {
-        let (n, m) = (file.config.n as usize, file.config.m as usize);
-        let invalid = |e: ShapeError| MirageError::InvalidModel {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        };
-        let layer = |name: &str, c_in, c_out, k, s, t| -> Result<Conv> {
-            let w = &file.tensor(&format!("{name}.weight"))?.1;
-            let b = &file.tensor(&format!("{name}.bias"))?.1;
-            Conv::new(w, b, c_in, c_out, k, s, t).map_err(invalid)
-        };
-        let hyper_synthesis = HyperSynthesis::new(vec![
-            layer("hyper_synthesis.conv0", n, m, 5, 2, true)?,
-            layer("hyper_synthesis.conv1", m, m * 3 / 2, 5, 2, true)?,
-            layer("hyper_synthesis.conv2", m * 3 / 2, 2 * m, 3, 1, false)?,
-        ])
-        .map_err(invalid)?;
-        let context = if file.config.context {
-            use crate::model::context::{group_sizes, CONTEXT_WIDTH, HIDDEN_WIDTH};
-            let sizes: Vec<usize> = group_sizes(m as i64).iter().map(|&s| s as usize).collect();
-            let (cw, hidden) = (CONTEXT_WIDTH as usize, HIDDEN_WIDTH as usize);
-            let mut groups = vec![];
-            let mut start = 0;
-            for (k, &size) in sizes.iter().enumerate() {
-                let g = format!("context.group{k}");
-                groups.push(GroupLayers {
-                    channel: if k > 0 {
-                        Some(layer(&format!("{g}.channel"), start, cw, 3, 1, false)?)
-                    } else {
-                        None
-                    },
-                    spatial: layer(&format!("{g}.spatial"), size, 2 * size, 5, 1, false)?,
-                    delta: [
-                        layer(
-                            &format!("{g}.delta0"),
-                            2 * m + 2 * size + cw,
-                            hidden,
-                            1,
-                            1,
-                            false,
-                        )?,
-                        layer(&format!("{g}.delta1"), hidden, hidden, 1, 1, false)?,
-                        layer(&format!("{g}.delta2"), hidden, 2 * size, 1, 1, false)?,
-                    ],
-                });
-                start += size;
-            }
-            Some(ContextModel::new(groups, &sizes).map_err(invalid)?)
-        } else {
-            None
-        };
-        Ok(EntropyModel {
-            hyper_synthesis,
-            context,
-        })
-    }
-
-    pub fn latent_channels(&self) -> usize {
-        self.hyper_synthesis.latent_channels
-    }
-
-    /// Quantizes the gain-scaled latent `y` (channel-first) and codes it; returns the
-    /// latent section and what was coded.
-    pub fn encode(
-        &self,
-        z: &[i32],
-        inverse_hyper_gain: &[f32],
-        (zh, zw): (usize, usize),
-        y: &[f32],
-    ) -> Result<(Vec<u8>, CodedLatent)> {
-        let (coded, order) = match &self.context {
-            None => {
-                let params = self.hyper_synthesis.run(z, inverse_hyper_gain, zh, zw)?;
-                let symbols: Vec<i32> = y
-                    .iter()
-                    .zip(&params.means)
-                    .map(|(&y, &mu)| (y - mu).round() as i32)
-                    .collect();
-                (with_indexes(symbols, params), None)
-            }
-            Some(context) => {
-                let hyper = self
-                    .hyper_synthesis
-                    .features(z, inverse_hyper_gain, zh, zw)?;
-                let (h, w) = (hyper.height, hyper.width);
-                let hw = h * w;
-                if y.len() != context.latent_channels() * hw {
-                    return Err(ShapeError("latent size mismatch".into()).into());
-                }
-                // The stream holds the passes in order; within a pass, position-major.
-                let (mut symbols, mut indexes) = (vec![], vec![]);
-                let out = context.run::<MirageError>(&hyper, |pass: &Pass| {
-                    let n = pass.channels.len();
-                    let mut s = Vec::with_capacity(pass.scales.len());
-                    for (i, &p) in pass.positions.iter().enumerate() {
-                        for (c, ch) in pass.channels.clone().enumerate() {
-                            let e = i * n + c;
-                            s.push((y[ch * hw + p] - pass.means[e]).round() as i32);
-                            indexes.push(gaussian::scale_index(pass.scales[e]));
-                        }
-                    }
-                    symbols.extend_from_slice(&s);
-                    Ok(s)
-                })?;
-                let params = EntropyParameters {
-                    scales: out.scales,
-                    means: out.means,
-                    height: h,
-                    width: w,
-                };
-                (with_indexes(out.symbols, params), Some((symbols, indexes)))
-            }
-        };
-        let bytes = match &order {
-            None => {
-                mirage_entropy::encode(&coded.symbols, &coded.indexes, gaussian::gaussian_tables())?
-            }
-            Some((symbols, indexes)) => {
-                mirage_entropy::encode(symbols, indexes, gaussian::gaussian_tables())?
-            }
-        };
-        Ok((bytes, coded))
-    }
-
-    /// Decodes the latent section.
-    pub fn decode(
-        &self,
-        z: &[i32],
-        inverse_hyper_gain: &[f32],
-        (zh, zw): (usize, usize),
-        section: &[u8],
-    ) -> Result<CodedLatent> {
-        match &self.context {
-            None => {
-                let params = self.hyper_synthesis.run(z, inverse_hyper_gain, zh, zw)?;
-                let indexes: Vec<usize> = params
-                    .scales
-                    .iter()
-                    .map(|&s| gaussian::scale_index(s))
-                    .collect();
-                let symbols =
-                    mirage_entropy::decode(section, &indexes, gaussian::gaussian_tables())?;
-                Ok(CodedLatent {
-                    symbols,
-                    params,
-                    indexes,
-                })
-            }
-            Some(context) => {
-                let hyper = self
-                    .hyper_synthesis
-                    .features(z, inverse_hyper_gain, zh, zw)?;
-                let mut stream = StreamDecoder::new(section)?;
-                let out = context.run::<MirageError>(&hyper, |pass: &Pass| {
-                    let indexes: Vec<usize> = pass
-                        .scales
-                        .iter()
-                        .map(|&s| gaussian::scale_index(s))
-                        .collect();
-                    Ok(stream.decode(&indexes, gaussian::gaussian_tables())?)
-                })?;
-                stream.finish()?;
-                let params = EntropyParameters {
-                    scales: out.scales,
-                    means: out.means,
-                    height: hyper.height,
-                    width: hyper.width,
-                };
-                Ok(with_indexes(out.symbols, params))
-            }
+/// The deterministic twins of the model file's hyper-synthesis and context layers.
+pub fn load(file: &ModelFile, path: &Path) -> Result<EntropyModel> {
+    let (n, m) = (file.config.n as usize, file.config.m as usize);
+    let invalid = |e: ShapeError| MirageError::InvalidModel {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let layer = |name: &str, c_in, c_out, k, s, t| -> Result<Conv> {
+        let w = &file.tensor(&format!("{name}.weight"))?.1;
+        let b = &file.tensor(&format!("{name}.bias"))?.1;
+        Conv::new(w, b, c_in, c_out, k, s, t).map_err(invalid)
+    };
+    let hyper_synthesis = HyperSynthesis::new(vec![
+        layer("hyper_synthesis.conv0", n, m, 5, 2, true)?,
+        layer("hyper_synthesis.conv1", m, m * 3 / 2, 5, 2, true)?,
+        layer("hyper_synthesis.conv2", m * 3 / 2, 2 * m, 3, 1, false)?,
+    ])
+    .map_err(invalid)?;
+    let context = if file.config.context {
+        use crate::model::context::{group_sizes, CONTEXT_WIDTH, HIDDEN_WIDTH};
+        let sizes: Vec<usize> = group_sizes(m as i64).iter().map(|&s| s as usize).collect();
+        let (cw, hidden) = (CONTEXT_WIDTH as usize, HIDDEN_WIDTH as usize);
+        let mut groups = vec![];
+        let mut start = 0;
+        for (k, &size) in sizes.iter().enumerate() {
+            let g = format!("context.group{k}");
+            groups.push(GroupLayers {
+                channel: if k > 0 {
+                    Some(layer(&format!("{g}.channel"), start, cw, 3, 1, false)?)
+                } else {
+                    None
+                },
+                spatial: layer(&format!("{g}.spatial"), size, 2 * size, 5, 1, false)?,
+                delta: [
+                    layer(
+                        &format!("{g}.delta0"),
+                        2 * m + 2 * size + cw,
+                        hidden,
+                        1,
+                        1,
+                        false,
+                    )?,
+                    layer(&format!("{g}.delta1"), hidden, hidden, 1, 1, false)?,
+                    layer(&format!("{g}.delta2"), hidden, 2 * size, 1, 1, false)?,
+                ],
+            });
+            start += size;
         }
-    }
-}
-
-fn with_indexes(symbols: Vec<i32>, params: EntropyParameters) -> CodedLatent {
-    let indexes = params
-        .scales
-        .iter()
-        .map(|&s| gaussian::scale_index(s))
-        .collect();
-    CodedLatent {
-        symbols,
-        params,
-        indexes,
-    }
+        Some(ContextModel::new(groups, &sizes).map_err(invalid)?)
+    } else {
+        None
+    };
+    Ok(EntropyModel {
+        hyper_synthesis,
+        context,
+    })
 }
 
 #[cfg(test)]
@@ -250,7 +104,7 @@ mod tests {
         let vs2 = VarStore::new(Device::Cpu);
         let twin = Hyperprior::new(&vs2.root(), config, ConvPrecision::F32);
         file.fill(&vs2).unwrap();
-        let model = EntropyModel::load(&file, &file_path).unwrap();
+        let model = load(&file, &file_path).unwrap();
         std::fs::remove_dir_all(&dir).ok();
 
         let (zh, zw) = (2, 3);

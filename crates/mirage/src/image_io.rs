@@ -1,12 +1,13 @@
 //! Image files in and out, and conversions between images and tensors.
 //!
-//! Inputs are converted to 8-bit RGB with a note saying what was dropped (alpha,
-//! grey, 16-bit precision), never silently. Outputs are written through a temporary
+//! Inputs are converted to 8-bit RGB with a note saying what was done (alpha, grey or
+//! 16-bit precision dropped, an EXIF orientation applied, an ICC profile dropped, the
+//! frames after an animation's first), never silently. Outputs are written through a temporary
 //! file in the same folder and renamed into place, so a failure never leaves a partial
 //! file, and an existing file is only replaced when the caller allows it.
 
 use crate::error::{MirageError, Result};
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use std::io::Write;
 use std::path::Path;
 use tch::Tensor;
@@ -25,18 +26,33 @@ fn unreadable(path: &Path, reason: impl ToString) -> MirageError {
 }
 
 pub fn read_image(path: &Path) -> Result<LoadedImage> {
-    let mut reader = ImageReader::open(path)
-        .map_err(|e| unreadable(path, e))?
-        .with_guessed_format()
-        .map_err(|e| unreadable(path, e))?;
-    // Refuse absurd dimensions before the decoder allocates anything.
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(crate::layout::MAX_SIDE);
-    limits.max_image_height = Some(crate::layout::MAX_SIDE);
-    limits.max_alloc = Some(2 << 30);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| unreadable(path, e))?;
-    let note = match &img {
+    let reader = || -> Result<ImageReader<std::io::BufReader<std::fs::File>>> {
+        let mut reader = ImageReader::open(path)
+            .map_err(|e| unreadable(path, e))?
+            .with_guessed_format()
+            .map_err(|e| unreadable(path, e))?;
+        // Refuse absurd dimensions before the decoder allocates anything.
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(crate::layout::MAX_SIDE);
+        limits.max_image_height = Some(crate::layout::MAX_SIDE);
+        limits.max_alloc = Some(2 << 30);
+        reader.limits(limits);
+        Ok(reader)
+    };
+    let first = reader()?;
+    let format = first.format();
+    let mut decoder = first.into_decoder().map_err(|e| unreadable(path, e))?;
+    // A camera's JPEG is often stored sideways with an EXIF orientation tag: the picture
+    // the user sees is the one with the orientation applied.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(path, e))?;
+    img.apply_orientation(orientation);
+
+    let mut notes: Vec<String> = vec![];
+    let conversion = match &img {
         DynamicImage::ImageRgb8(_) => None,
         DynamicImage::ImageLuma8(_) | DynamicImage::ImageLuma16(_) => {
             Some("greyscale image converted to RGB")
@@ -44,15 +60,55 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
         DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => {
             Some("greyscale image with alpha: alpha dropped, converted to RGB")
         }
-        DynamicImage::ImageRgba8(_)
-        | DynamicImage::ImageRgba16(_)
-        | DynamicImage::ImageRgba32F(_) => Some("alpha channel dropped (Mirage codes RGB only)"),
+        DynamicImage::ImageRgba8(_) | DynamicImage::ImageRgba32F(_) => {
+            Some("alpha channel dropped (Mirage codes RGB only)")
+        }
+        DynamicImage::ImageRgba16(_) => {
+            Some("16-bit image with alpha: alpha dropped, converted to 8-bit RGB")
+        }
+        DynamicImage::ImageRgb16(_) => Some("16-bit image converted to 8-bit RGB"),
         _ => Some("converted to 8-bit RGB"),
     };
+    notes.extend(conversion.map(String::from));
+    if orientation != image::metadata::Orientation::NoTransforms {
+        notes.push(format!("EXIF orientation applied ({orientation:?})"));
+    }
+    if let Some(icc) = &icc {
+        notes.push(format!(
+            "its ICC colour profile ({} bytes) is dropped; the pixels are coded as sRGB",
+            icc.len()
+        ));
+    }
+    if is_animated(format, reader) {
+        notes.push("animated image: only the first frame is coded".into());
+    }
     Ok(LoadedImage {
         image: img.to_rgb8(),
-        note: note.map(|n| format!("{}: {n}", path.display())),
+        note: (!notes.is_empty()).then(|| format!("{}: {}", path.display(), notes.join("; "))),
     })
+}
+
+/// Whether a GIF, WebP or PNG file holds more than one frame (the decoders above give
+/// the first one).
+fn is_animated(
+    format: Option<ImageFormat>,
+    reader: impl Fn() -> Result<ImageReader<std::io::BufReader<std::fs::File>>>,
+) -> bool {
+    use image::AnimationDecoder;
+    let Ok(reader) = reader() else { return false };
+    let input = reader.into_inner();
+    match format {
+        Some(ImageFormat::Gif) => image::codecs::gif::GifDecoder::new(input)
+            .map(|d| d.into_frames().take(2).count() > 1)
+            .unwrap_or(false),
+        Some(ImageFormat::WebP) => image::codecs::webp::WebPDecoder::new(input)
+            .map(|d| d.has_animation())
+            .unwrap_or(false),
+        Some(ImageFormat::Png) => image::codecs::png::PngDecoder::new(input)
+            .and_then(|d| d.is_apng())
+            .unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// Writes `bytes` to `path` atomically. Refuses to replace an existing file unless

@@ -7,9 +7,10 @@ use mirage_format::realism_map::RealismMap;
 use mirage_format::Container;
 use tch::Tensor;
 
-/// Largest image the codec accepts: the networks' activations for a 16-megapixel image
-/// take a few GB of RAM (see BENCHMARKS.md for the measured peak).
-pub const MAX_PIXELS: u64 = 16 * 1024 * 1024;
+/// Largest image the codec accepts: the container's own limit (64 Mi pixels). The
+/// networks run on tiles (the encoder's analysis and the decoder's synthesis), so memory
+/// stays bounded (BENCHMARKS.md has the measured peaks for a 24-megapixel photo).
+pub const MAX_PIXELS: u64 = mirage_format::MAX_PIXELS;
 /// Largest side, the container's own limit.
 pub const MAX_SIDE: u32 = mirage_format::MAX_DIMENSION;
 /// Total downsampling of the hyper-latent; images are padded to a multiple of it.
@@ -44,18 +45,24 @@ pub fn check_size(width: u32, height: u32) -> Result<()> {
 /// The image as a `[1, 3, H', W']` tensor in [0, 1], padded to a multiple of 64 by
 /// repeating the edge pixels (cheaper to code than a black border).
 pub fn padded_tensor(img: &RgbImage) -> Tensor {
+    padded_tensor_region(img, [0, padded(img.height()), 0, padded(img.width())])
+}
+
+/// Rows `y0..y1` and columns `x0..x1` of the padded image (see [`padded_tensor`]) as a
+/// `[1, 3, y1 − y0, x1 − x0]` tensor: one tile of the encoder's analysis.
+pub fn padded_tensor_region(img: &RgbImage, [y0, y1, x0, x1]: [usize; 4]) -> Tensor {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (pw, ph) = (padded(img.width()), padded(img.height()));
-    let mut data = vec![0f32; 3 * pw * ph];
-    for y in 0..ph {
-        for x in 0..pw {
-            let px = img.get_pixel(x.min(w - 1) as u32, y.min(h - 1) as u32);
+    let (tw, th) = (x1 - x0, y1 - y0);
+    let mut data = vec![0f32; 3 * tw * th];
+    for y in 0..th {
+        for x in 0..tw {
+            let px = img.get_pixel((x0 + x).min(w - 1) as u32, (y0 + y).min(h - 1) as u32);
             for c in 0..3 {
-                data[(c * ph + y) * pw + x] = px[c] as f32 / 255.0;
+                data[(c * th + y) * tw + x] = px[c] as f32 / 255.0;
             }
         }
     }
-    Tensor::from_slice(&data).view([1, 3, ph as i64, pw as i64])
+    Tensor::from_slice(&data).view([1, 3, th as i64, tw as i64])
 }
 
 /// The realism map of a container, if it has one (checked against the image size).

@@ -131,6 +131,7 @@ fn golden_bitstream_decodes_to_committed_checksums() {
     let codec = codec();
     let golden = data("golden/kodim23-crop-q50.mrg");
     let expected = data("golden/kodim23-crop-q50.sha256");
+    let reference = data("golden/kodim23-crop-q50.png");
     if std::env::var_os("GENERATE_EXPECTED").is_some() {
         let (bytes, _) = codec
             .compress(&sample(), RateTarget::Quality(50.0))
@@ -138,15 +139,8 @@ fn golden_bitstream_decodes_to_committed_checksums() {
         std::fs::write(&golden, &bytes).unwrap();
         let (z, y) = codec.decode_symbols(&bytes).unwrap();
         let (img, _) = codec.decompress(&bytes).unwrap();
-        std::fs::write(
-            &expected,
-            format!(
-                "symbols {}\npixels {}\n",
-                symbols_digest(&z, &y),
-                hex(&Sha256::digest(img.as_raw()))
-            ),
-        )
-        .unwrap();
+        std::fs::write(&expected, format!("symbols {}\n", symbols_digest(&z, &y))).unwrap();
+        img.save(&reference).unwrap();
     }
     let bytes = std::fs::read(&golden).unwrap();
     let text = std::fs::read_to_string(&expected).unwrap();
@@ -158,8 +152,24 @@ fn golden_bitstream_decodes_to_committed_checksums() {
     };
     let (z, y) = codec.decode_symbols(&bytes).unwrap();
     assert_eq!(symbols_digest(&z, &y), want("symbols "));
+    // Pixels: within the conformance tolerance of the reference decode (docs/format.md;
+    // mirage-cli's conformance test checks it under other instruction sets).
     let (img, _) = codec.decompress(&bytes).unwrap();
-    assert_eq!(hex(&Sha256::digest(img.as_raw())), want("pixels "));
+    let reference = image::open(&reference).unwrap().to_rgb8();
+    let differing = img
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .filter(|(a, b)| a != b)
+        .count();
+    let worst = img
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(&a, &b)| (a as i32 - b as i32).abs())
+        .max()
+        .unwrap();
+    assert!(worst <= 1 && differing as f64 <= 0.001 * img.as_raw().len() as f64);
     // The encoder reproduces the golden file from the same image.
     let (again, _) = codec
         .compress(&sample(), RateTarget::Quality(50.0))

@@ -8,12 +8,10 @@
 //! The encoder also decodes nothing twice: it codes the hyper-latent, then computes the
 //! entropy parameters from the *quantized* hyper-latent exactly as the decoder will.
 
-use crate::entropy_model::{CodedLatent, EntropyModel};
+use crate::entropy_model::{self, CodedLatent, EntropyModel};
 use crate::error::{MirageError, Result};
 pub use crate::layout::{attach_realism_map, realism_map_budget, MAX_PIXELS, MAX_SIDE};
-use crate::layout::{
-    check_size, padded, padded_tensor, realism_map, HYPER_SECTION, LATENT_SECTION, STRIDE,
-};
+use crate::layout::{check_size, padded, realism_map, HYPER_SECTION, LATENT_SECTION, STRIDE};
 use crate::model::realism::RealismGenerator;
 use crate::model::{gaussian_likelihood, layers::ConvPrecision, Hyperprior, LEVELS};
 use crate::model_file::{id_hex, DecoderFile, ModelFile};
@@ -129,7 +127,7 @@ impl Codec {
         file.fill(&vs)?;
         // Inference only (the effort refinement differentiates the latent, not these).
         vs.freeze();
-        let entropy_model = EntropyModel::load(&file, path)?;
+        let entropy_model = entropy_model::load(&file, path)?;
         let table = |name: &str| -> Result<Vec<f32>> { Ok(file.tensor(name)?.1.clone()) };
         Ok(Codec {
             id: file.id,
@@ -179,7 +177,7 @@ impl Codec {
     pub fn analyse(&self, img: &RgbImage) -> Result<Analysis> {
         check_size(img.width(), img.height())?;
         let start = Instant::now();
-        let y = tch::no_grad(|| self.net.analysis(&padded_tensor(img)));
+        let y = self.analysis_tiled(img, tiles::ANALYSIS_TILE, tiles::ANALYSIS_MARGIN);
         Ok(Analysis {
             y,
             z: None,
@@ -192,12 +190,12 @@ impl Codec {
     /// Decodes the latent section from a decoded hyper-latent, through the
     /// deterministic entropy model.
     fn decode_latent(&self, c: &Container, z: &[i32], zh: usize, zw: usize) -> Result<CodedLatent> {
-        self.entropy_model.decode(
+        Ok(self.entropy_model.decode(
             z,
             &self.gains(&self.inverse_hyper_gain, c.header.rate),
             (zh, zw),
             &c.sections[LATENT_SECTION],
-        )
+        )?)
     }
 
     fn hyper_indexes(&self, zh: usize, zw: usize) -> Vec<usize> {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::decoders::{AddOns, Decoder, Realism};
+use crate::layout::padded_tensor;
 use mirage_format::realism_map::RealismMap;
 
 /// A decode by the bundled v1 realism generator.
@@ -180,4 +181,46 @@ fn a_bad_realism_map_is_an_error() {
     c.sections.push(vec![0]);
     let four = mirage_format::write(&c).unwrap();
     assert!(codec.decompress(&four).is_err());
+}
+
+/// The encoder's tiled analysis equals one whole-image analysis up to float rounding
+/// (the margin holds the receptive field), and the files it gives decode without
+/// seams: checked with small tiles (256² pixels) so that a 640×640 image has 9.
+#[test]
+fn tiled_analysis_matches_the_whole() {
+    let codec = Codec::load_default().unwrap();
+    let img = image::open(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kodim23-crop.png"),
+    )
+    .unwrap()
+    .to_rgb8();
+    let img = image::imageops::resize(&img, 640, 640, image::imageops::FilterType::Triangle);
+    let whole = tch::no_grad(|| codec.net.analysis(&padded_tensor(&img)));
+    let tiled = codec.analysis_tiled(&img, 16, tiles::ANALYSIS_MARGIN);
+    let worst = (&whole - &tiled).abs().max().double_value(&[]);
+    let scale = whole.abs().max().double_value(&[]);
+    assert!(
+        worst < 1e-4 * scale.max(1.0),
+        "worst {worst}, scale {scale}"
+    );
+    // Without a margin the tiles do differ, so the comparison can fail.
+    let seamy = codec.analysis_tiled(&img, 16, 0);
+    let worst_seamy = (&whole - &seamy).abs().max().double_value(&[]);
+    assert!(worst_seamy > 100.0 * worst.max(1e-6), "{worst_seamy}");
+    // The files of both analyses decode to the same picture (a rounding flip changes
+    // at most a few latent values, hence a few pixels by a level or two).
+    let encode = |y: Tensor| {
+        let analysis = Analysis {
+            y,
+            z: None,
+            width: img.width(),
+            height: img.height(),
+            networks_time: Default::default(),
+        };
+        let (bytes, _) = codec.encode_analysis(&analysis, 400).unwrap();
+        codec.decompress(&bytes).unwrap().0
+    };
+    let (a, b) = (encode(whole), encode(tiled));
+    let psnr = mirage_eval::metrics::psnr(&a, &b).unwrap();
+    assert!(psnr > 50.0, "tiled against whole: {psnr:.1} dB");
 }

@@ -2,10 +2,11 @@
 
 use super::Codec;
 use crate::error::Result;
+use crate::layout::{padded, padded_tensor, padded_tensor_region};
 use crate::model::realism::RealismGenerator;
 use image::RgbImage;
 use mirage_format::realism_map::RealismMap;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 /// The synthesis runs on fixed tiles of the latent, each with single-threaded libtorch,
 /// so that every output pixel is computed by the same kernels in the same order
@@ -31,11 +32,33 @@ pub(super) struct Tile {
     pub(super) padded: [usize; 4],
 }
 
+/// The encoder's analysis transform runs on tiles too, so that its memory stays bounded
+/// on large photos (untiled, an 11.8-megapixel encode peaked at 4.9 GB). Its receptive
+/// field is 61 pixels (four 5×5 convolutions at strides 2, 4, 8, 16): a margin of 4
+/// latent positions (64 pixels) holds all of it, so a tiled analysis equals the whole
+/// one up to float rounding (`tests::tiled_analysis_matches_the_whole`). Tiles are
+/// 64 × 64 positions (1024² pixels): images up to that size are analysed in one piece,
+/// exactly as before.
+pub(super) const ANALYSIS_TILE: usize = 64;
+pub(super) const ANALYSIS_MARGIN: usize = 4;
+
+/// The synthesis tiles of a `yh × yw` latent.
 pub(super) fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
+    tiles_of(yh, yw, (TILE_ROWS, TILE_COLS), margin)
+}
+
+/// Tiles of `rows × cols` latent positions covering a `yh × yw` latent, each with up
+/// to `margin` positions of context.
+pub(super) fn tiles_of(
+    yh: usize,
+    yw: usize,
+    (rows, cols): (usize, usize),
+    margin: usize,
+) -> Vec<Tile> {
     let mut out = vec![];
-    for y0 in (0..yh).step_by(TILE_ROWS) {
-        for x0 in (0..yw).step_by(TILE_COLS) {
-            let (y1, x1) = ((y0 + TILE_ROWS).min(yh), (x0 + TILE_COLS).min(yw));
+    for y0 in (0..yh).step_by(rows) {
+        for x0 in (0..yw).step_by(cols) {
+            let (y1, x1) = ((y0 + rows).min(yh), (x0 + cols).min(yw));
             out.push(Tile {
                 core: [y0, y1, x0, x1],
                 padded: [
@@ -51,6 +74,38 @@ pub(super) fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
 }
 
 impl Codec {
+    /// The analysis transform of an image (padded to the stride), tile by tile: the
+    /// latent `[1, M, H'/16, W'/16]`.
+    pub(super) fn analysis_tiled(&self, img: &RgbImage, tile: usize, margin: usize) -> Tensor {
+        let (ph, pw) = (padded(img.height()), padded(img.width()));
+        let (yh, yw) = (ph / LATENT_STRIDE, pw / LATENT_STRIDE);
+        let tiles = tiles_of(yh, yw, (tile, tile), margin);
+        tch::no_grad(|| {
+            if let [only] = tiles.as_slice() {
+                debug_assert_eq!(only.padded, [0, yh, 0, yw]);
+                return self.net.analysis(&padded_tensor(img));
+            }
+            let m = self.config().m;
+            let y = Tensor::zeros([1, m, yh as i64, yw as i64], (Kind::Float, Device::Cpu));
+            for tile in &tiles {
+                let [py0, py1, px0, px1] = tile.padded;
+                let [y0, y1, x0, x1] = tile.core;
+                let s = LATENT_STRIDE;
+                let x = padded_tensor_region(img, [py0 * s, py1 * s, px0 * s, px1 * s]);
+                let part = self.net.analysis(&x);
+                let core = part.narrow(2, (y0 - py0) as i64, (y1 - y0) as i64).narrow(
+                    3,
+                    (x0 - px0) as i64,
+                    (x1 - x0) as i64,
+                );
+                y.narrow(2, y0 as i64, (y1 - y0) as i64)
+                    .narrow(3, x0 as i64, (x1 - x0) as i64)
+                    .copy_(&core);
+            }
+            y
+        })
+    }
+
     /// Latent (channel-first, inverse gain applied) → cropped 8-bit image.
     pub(super) fn synthesize(
         &self,
