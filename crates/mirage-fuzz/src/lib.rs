@@ -169,7 +169,7 @@ pub fn fuzz_model(context: bool) -> EntropyModel {
 
 /// Largest image side the symbol target decodes: the networks' cost grows with the
 /// area, and the container's own limits are checked by [`container`].
-pub const SYMBOLS_MAX_SIDE: u32 = 512;
+pub const SYMBOLS_MAX_SIDE: u32 = 192;
 
 /// The whole symbol decode without libtorch, as `mirage decode` runs it up to the
 /// synthesis: the container, the hyper-latent under its integer tables, the
@@ -251,7 +251,7 @@ pub fn symbols_seed(width: u32, height: u32, context: bool) -> Vec<u8> {
         .map(|v| v * 30.0)
         .collect();
     let (latent, _) = model
-        .encode(&z, &vec![1.0; N], (zh, zw), &y)
+        .encode(&z, &[1.0; N], (zh, zw), &y)
         .expect("consistent sizes");
     let header = mirage_format::Header {
         model_id: [0; 8],

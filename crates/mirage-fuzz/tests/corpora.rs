@@ -66,7 +66,7 @@ fn symbols_corpus() {
 fn symbol_seeds_decode_and_damage_is_an_error() {
     let models = [fuzz_model(false), fuzz_model(true)];
     for context in [false, true] {
-        let bytes = symbols_seed(200, 136, context);
+        let bytes = symbols_seed(190, 136, context);
         assert!(symbols(&bytes, &models), "seed with context = {context}");
         let mut damaged = bytes.clone();
         damaged.truncate(bytes.len() - 5);
@@ -84,9 +84,9 @@ fn seed_corpora_are_the_generated_ones() {
     let mut seeds: Vec<(&str, String, Vec<u8>)> = vec![];
     for (w, h, context) in [
         (64, 64, false),
-        (200, 136, true),
+        (190, 136, true),
         (130, 70, false),
-        (65, 300, true),
+        (65, 180, true),
     ] {
         let file = symbols_seed(w, h, context);
         seeds.push(("symbols", format!("seed-{w}x{h}-{context}"), file.clone()));
