@@ -188,14 +188,21 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         let base = crate::model_file::ModelFile::load(init)?;
         let fresh = base.fill_available(&vs)?;
         refit_prior(&model, o)?;
+        // Say which parts start fresh: the density network always (it is refitted to
+        // the shipped tables above), the context model only if the file had none.
+        let parts: Vec<&str> = [("prior.", "density network"), ("context.", "context model")]
+            .iter()
+            .filter(|(prefix, _)| fresh.iter().any(|name| name.starts_with(prefix)))
+            .map(|&(_, part)| part)
+            .collect();
         eprintln!(
-            "new run from {}: {} tensors start fresh (density network{})",
+            "new run from {}: {} tensors start fresh ({})",
             init.display(),
             fresh.len(),
-            if o.config.context {
-                ", context model"
+            if parts.is_empty() {
+                "none".to_string()
             } else {
-                ""
+                parts.join(", ")
             }
         );
     }
