@@ -239,27 +239,32 @@ fn symbols_are_identical_under_other_instruction_sets() {
 /// with that model.
 #[test]
 fn a_file_of_the_v1_core_names_the_model_it_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors");
-    let mrg = dir.path().join("v1.mrg");
-    let out = mirage(&["--model", s(&v1), "encode", s(&sample()), s(&mrg)], "2");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = fails(&["decode", s(&mrg), s(&dir.path().join("x.png"))]);
-    assert!(
-        err.contains("--model models/v1/hyperprior.safetensors"),
-        "{err}"
-    );
-    let png = dir.path().join("v1.png");
-    let out = mirage(&["--model", s(&v1), "decode", s(&mrg), s(&png)], "2");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The same for v1 and for the first release of core v2 (models/v2.0).
+    for name in ["v1", "v2.0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../models/{name}/hyperprior.safetensors"));
+        let mrg = dir.path().join("old.mrg");
+        let out = mirage(
+            &["--model", s(&model), "encode", s(&sample()), s(&mrg)],
+            "2",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = fails(&["decode", s(&mrg), s(&dir.path().join("x.png"))]);
+        let hint = format!("--model models/{name}/hyperprior.safetensors");
+        assert!(err.contains(&hint), "{err}");
+        let png = dir.path().join("old.png");
+        let out = mirage(&["--model", s(&model), "decode", s(&mrg), s(&png)], "2");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The grouped verbs (`train <model>`, `export <model>`, `bench <what>`, `study pool`)

@@ -9,6 +9,12 @@ pub fn v1_model_path() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/hyperprior.safetensors")
 }
 
+/// Earlier releases of the current core, kept so that the files they made still decode
+/// (`--model PATH`; the wrong-model error names the one a file needs).
+pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
+    vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v2.0/hyperprior.safetensors")]
+}
+
 /// The model bundled with the repository.
 pub fn default_model_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_MODEL")
@@ -41,6 +47,7 @@ pub fn default_flow_path() -> std::path::PathBuf {
 pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
     [v1_model_path(), default_model_path()]
         .into_iter()
+        .chain(earlier_model_paths())
         .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
         .map(|p| {
             let shown = p
