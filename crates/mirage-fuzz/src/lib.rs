@@ -167,6 +167,26 @@ pub fn fuzz_model(context: bool) -> EntropyModel {
     }
 }
 
+/// The hyper-latent's tables of the fuzz model: one per channel, as a model file ships
+/// them.
+fn hyper_tables() -> Vec<CdfTable> {
+    (0..N)
+        .map(|c| {
+            let pmf: Vec<f64> = (0..33)
+                .map(|i| (-((i as f64 - 16.0) / (2.0 + c as f64)).powi(2)).exp())
+                .collect();
+            CdfTable::from_pmf(&pmf, -16)
+        })
+        .collect()
+}
+
+/// The table of each hyper-latent element, channel-first.
+fn hyper_indexes(zh: usize, zw: usize) -> Vec<usize> {
+    (0..N)
+        .flat_map(|c| std::iter::repeat_n(c, zh * zw))
+        .collect()
+}
+
 /// Largest image side the symbol target decodes: the networks' cost grows with the
 /// area, and the container's own limits are checked by [`container`].
 pub const SYMBOLS_MAX_SIDE: u32 = 192;
@@ -190,18 +210,8 @@ pub fn symbols(data: &[u8], models: &[EntropyModel; 2]) -> bool {
         (h.height as usize).div_ceil(64),
         (h.width as usize).div_ceil(64),
     );
-    // The hyper-latent's tables: one per channel, as a model file ships them.
-    let hyper_tables: Vec<CdfTable> = (0..N)
-        .map(|c| {
-            let pmf: Vec<f64> = (0..33)
-                .map(|i| (-((i as f64 - 16.0) / (2.0 + c as f64)).powi(2)).exp())
-                .collect();
-            CdfTable::from_pmf(&pmf, -16)
-        })
-        .collect();
-    let indexes: Vec<usize> = (0..N)
-        .flat_map(|c| std::iter::repeat_n(c, zh * zw))
-        .collect();
+    let hyper_tables = hyper_tables();
+    let indexes = hyper_indexes(zh, zw);
     let Ok(z) = mirage_entropy::decode(&c.sections[0], &indexes, &hyper_tables) else {
         return false;
     };
@@ -230,21 +240,12 @@ pub fn symbols_seed(width: u32, height: u32, context: bool) -> Vec<u8> {
         (width as usize).div_ceil(64),
     );
     let model = fuzz_model(context);
-    let hyper_tables: Vec<CdfTable> = (0..N)
-        .map(|c| {
-            let pmf: Vec<f64> = (0..33)
-                .map(|i| (-((i as f64 - 16.0) / (2.0 + c as f64)).powi(2)).exp())
-                .collect();
-            CdfTable::from_pmf(&pmf, -16)
-        })
-        .collect();
+    let hyper_tables = hyper_tables();
     let z: Vec<i32> = weights(N * zh * zw, 7)
         .iter()
         .map(|v| (v * 20.0).round() as i32)
         .collect();
-    let indexes: Vec<usize> = (0..N)
-        .flat_map(|c| std::iter::repeat_n(c, zh * zw))
-        .collect();
+    let indexes = hyper_indexes(zh, zw);
     let hyper = mirage_entropy::encode(&z, &indexes, &hyper_tables).expect("in range");
     let y: Vec<f32> = weights(M * zh * zw * 16, 8)
         .iter()
