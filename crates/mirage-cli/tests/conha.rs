@@ -61,7 +61,7 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
     let (bytes, report, map) = add_ons
         .predictor()
         .unwrap()
-        .compress(&codec, &img, RateTarget::Bpp(target))
+        .compress(&codec, &img, RateTarget::Bpp(target), 0)
         .unwrap();
     let pixels = (img.width() * img.height()) as f64;
     assert!(bytes.len() as f64 * 8.0 / pixels <= target);

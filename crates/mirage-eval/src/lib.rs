@@ -8,6 +8,8 @@
 //! - [`rate_match`]: bisection of a codec's setting to a target bpp, with typed unreachable
 //!   results;
 //! - [`metrics`]: PSNR, MS-SSIM, SSIMULACRA2, butteraugli;
+//! - [`grid_marks`]: texture locked to a network's sampling grid (the realism decoder's
+//!   periodic marks);
 //! - [`bd_rate`]: Bjøntegaard delta rate with PCHIP interpolation;
 //! - [`report`]: CSV, Markdown, SVG plot, HTML with crops;
 //! - [`set_measure`]: measures of a whole set of decodes (Mirage's MFD/MKD plug in here);
@@ -27,6 +29,7 @@
 
 pub mod bd_rate;
 pub mod codecs;
+pub mod grid_marks;
 pub mod metrics;
 pub mod rate_match;
 pub mod report;

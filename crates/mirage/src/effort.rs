@@ -12,6 +12,7 @@
 
 use crate::codec::{Analysis, Codec, EncodeReport, RateTarget};
 use crate::error::{MirageError, Result};
+use crate::layout::{padded_tensor_region, tiles_of, Tile, LATENT_STRIDE};
 use crate::model::{gaussian_likelihood, lambda_at, Hyperprior, LEVELS};
 use image::RgbImage;
 use mirage_format::RATE_MAX;
@@ -38,10 +39,6 @@ fn iterations(effort: u8) -> usize {
 /// so an effort level never does worse on the objective than the first guess.
 const STEP: f64 = 0.015;
 
-/// Largest image the refinement takes: it differentiates through one untiled synthesis,
-/// whose activations and gradients grow with the image; tiling it is still to do.
-pub const EFFORT_MAX_PIXELS: u64 = 2 * 1024 * 1024;
-
 impl Codec {
     /// [`Codec::compress`] with encoder effort `0..=MAX_EFFORT` (0 is the fast encoder).
     /// For byte or bpp targets the rate setting is the effort-0 search's, lowered in
@@ -55,14 +52,6 @@ impl Codec {
         if effort > MAX_EFFORT {
             return Err(MirageError::BadParameter(format!(
                 "effort {effort} is above {MAX_EFFORT}"
-            )));
-        }
-        if effort > 0 && u64::from(img.width()) * u64::from(img.height()) > EFFORT_MAX_PIXELS {
-            return Err(MirageError::BadParameter(format!(
-                "--effort above 0 takes images up to {} megapixels ({}×{} is larger); use effort 0",
-                EFFORT_MAX_PIXELS / (1024 * 1024),
-                img.width(),
-                img.height()
             )));
         }
         let analysis = self.analyse(img)?;
@@ -92,7 +81,8 @@ impl Codec {
         Ok((bytes, report))
     }
 
-    /// The analysed latent refined for `iterations` steps at rate setting `rate`.
+    /// The analysed latent refined for `iterations` steps at rate setting `rate`, tile
+    /// by tile (see [`REFINE_TILE`]).
     fn refine(
         &self,
         img: &RgbImage,
@@ -103,15 +93,15 @@ impl Codec {
         let net: &Hyperprior = self.network();
         let r = rate as f64 * (LEVELS - 1) as f64 / RATE_MAX as f64;
         let rate_t = Tensor::from_slice(&[r as f32]);
-        let lambda = lambda_at(r);
-        let x = crate::layout::padded_tensor(img);
-        let (h, w) = (img.height() as i64, img.width() as i64);
-        let x_crop = x.narrow(2, 0, h).narrow(3, 0, w);
-        let pixels = (h * w) as f64;
         let gain = net.gain(&rate_t);
-        let inverse_gain = net.inverse_gain(&rate_t);
+        let objective = Objective {
+            img,
+            lambda: lambda_at(r),
+            inverse_gain: net.inverse_gain(&rate_t),
+            iterations,
+        };
 
-        let y0 = a.latent() * &gain;
+        let y0 = tch::no_grad(|| a.latent() * &gain);
         // The hyper-latent stays the one the first guess gives: the file codes this z.
         let z = tch::no_grad(|| {
             (net.hyper_analysis(&y0) * Hyperprior::interpolate(&net.hyper_gain, &rate_t)).round()
@@ -120,33 +110,113 @@ impl Codec {
             let z_hat = &z * Hyperprior::interpolate(&net.inverse_hyper_gain, &rate_t);
             net.hyper_synthesis(&z_hat)
         });
-        let y = y0.detach().set_requires_grad(true);
+        let (yh, yw) = (y0.size()[2] as usize, y0.size()[3] as usize);
+        let refined = y0.copy();
+        for tile in tiles_of(yh, yw, (REFINE_TILE, REFINE_TILE), REFINE_MARGIN) {
+            let region = |t: &Tensor| {
+                let [y0, y1, x0, x1] = tile.padded;
+                t.narrow(2, y0 as i64, (y1 - y0) as i64)
+                    .narrow(3, x0 as i64, (x1 - x0) as i64)
+            };
+            let best =
+                objective.refine_tile(net, &tile, &region(&y0), &region(&scale), &region(&mean));
+            let [y0, y1, x0, x1] = tile.core;
+            let [py0, _, px0, _] = tile.padded;
+            let core = best.narrow(2, (y0 - py0) as i64, (y1 - y0) as i64).narrow(
+                3,
+                (x0 - px0) as i64,
+                (x1 - x0) as i64,
+            );
+            tch::no_grad(|| {
+                refined
+                    .narrow(2, y0 as i64, (y1 - y0) as i64)
+                    .narrow(3, x0 as i64, (x1 - x0) as i64)
+                    .copy_(&core)
+            });
+        }
+        let refined = tch::no_grad(|| refined / &gain);
+        Ok(a.with_latent(refined, z))
+    }
+}
+
+/// The refinement runs on tiles of the latent, each with a margin of context, so that its
+/// memory stays bounded: it differentiates through the synthesis, whose activations and
+/// gradients grow with the area. Each tile optimises its own part of the objective (the
+/// distortion of its core pixels and the bits of its core latents) over its core and
+/// margin, and keeps only the core; the synthesis reaches about 2 latent positions, so a
+/// margin of 4 lets a tile see what its neighbours decode. Tile and margin are even, so
+/// the context model's checkerboard keeps the parity it has on the whole latent. Tiles
+/// are 48 × 48 positions (768² pixels): a Kodak image is refined in one piece, exactly
+/// as an untiled refinement.
+const REFINE_TILE: usize = 48;
+const REFINE_MARGIN: usize = 4;
+
+/// What the refinement minimises, `λ(r) · 255² · MSE + bpp`, for one image.
+struct Objective<'a> {
+    img: &'a RgbImage,
+    lambda: f64,
+    inverse_gain: Tensor,
+    iterations: usize,
+}
+
+impl Objective<'_> {
+    /// Refines one tile's latent `y0` (gain applied; core plus margin) given its
+    /// hyper-prior `scale` and `mean`, and returns the best latent seen.
+    fn refine_tile(
+        &self,
+        net: &Hyperprior,
+        tile: &Tile,
+        y0: &Tensor,
+        scale: &Tensor,
+        mean: &Tensor,
+    ) -> Tensor {
+        let s = LATENT_STRIDE;
+        let [py0, py1, px0, px1] = tile.padded;
+        let [y0_, y1_, x0_, x1_] = tile.core;
+        let x = padded_tensor_region(self.img, [py0 * s, py1 * s, px0 * s, px1 * s]);
+        // The core's pixels that lie inside the image (the padding is not scored).
+        let (h, w) = (self.img.height() as usize, self.img.width() as usize);
+        let (cy, ch) = ((y0_ - py0) * s, (y1_ * s).min(h) - y0_ * s);
+        let (cx, cw) = ((x0_ - px0) * s, (x1_ * s).min(w) - x0_ * s);
+        let core_pixels = |t: &Tensor| {
+            t.narrow(2, cy as i64, ch as i64)
+                .narrow(3, cx as i64, cw as i64)
+        };
+        let core_latents = |t: &Tensor| {
+            t.narrow(2, (y0_ - py0) as i64, (y1_ - y0_) as i64).narrow(
+                3,
+                (x0_ - px0) as i64,
+                (x1_ - x0_) as i64,
+            )
+        };
+        let x_core = core_pixels(&x);
+        let pixels = (ch * cw) as f64;
+
+        let y = y0.detach().copy().set_requires_grad(true);
         let mut m = y.zeros_like();
         let mut v = y.zeros_like();
         let (beta1, beta2) = (0.9, 0.999);
         let mut best = (f64::INFINITY, y0.shallow_clone());
         // One evaluation more than steps: the last step's result is scored too.
-        for i in 0..=iterations {
+        for i in 0..=self.iterations {
             let (scale_y, mean_y, y_hat) = match &net.context {
-                Some(context) => context.forward_train(&y, &scale, &mean),
+                Some(context) => context.forward_train(&y, scale, mean),
                 None => {
-                    let y_hat = crate::model::ste_round(&(&y - &mean)) + &mean;
+                    let y_hat = crate::model::ste_round(&(&y - mean)) + mean;
                     (scale.shallow_clone(), mean.shallow_clone(), y_hat)
                 }
             };
-            let bits = -gaussian_likelihood(&y_hat, &scale_y, &mean_y)
+            let bits = -core_latents(&gaussian_likelihood(&y_hat, &scale_y, &mean_y))
                 .log2()
                 .sum(Kind::Float);
-            let x_hat = net.synthesis(&(&y_hat * &inverse_gain));
-            let mse = (x_hat.narrow(2, 0, h).narrow(3, 0, w) - &x_crop)
-                .square()
-                .mean(Kind::Float);
-            let loss = mse * (lambda * 255.0 * 255.0) + bits / pixels;
+            let x_hat = net.synthesis(&(&y_hat * &self.inverse_gain));
+            let mse = (core_pixels(&x_hat) - &x_core).square().mean(Kind::Float);
+            let loss = mse * (self.lambda * 255.0 * 255.0) + bits / pixels;
             let value = loss.double_value(&[]);
             if value < best.0 {
                 best = (value, y.detach().copy());
             }
-            if i == iterations {
+            if i == self.iterations {
                 break;
             }
             let g = tch::no_grad(|| {
@@ -157,14 +227,13 @@ impl Codec {
                 let t = (i + 1) as i32;
                 m = &m * beta1 + &g * (1.0 - beta1);
                 v = &v * beta2 + g.square() * (1.0 - beta2);
-                let step = STEP * (1.0 - 0.9 * i as f64 / iterations.max(1) as f64);
+                let step = STEP * (1.0 - 0.9 * i as f64 / self.iterations.max(1) as f64);
                 let update = (&m / (1.0 - beta1.powi(t)))
                     / ((&v / (1.0 - beta2.powi(t))).sqrt() + 1e-8)
                     * step;
                 let _ = y.detach().f_sub_(&update).expect("same shape");
             });
         }
-        let refined = tch::no_grad(|| best.1 / &gain);
-        Ok(a.with_latent(refined, z))
+        best.1
     }
 }

@@ -15,6 +15,8 @@ pub const MAX_PIXELS: u64 = mirage_format::MAX_PIXELS;
 pub const MAX_SIDE: u32 = mirage_format::MAX_DIMENSION;
 /// Total downsampling of the hyper-latent; images are padded to a multiple of it.
 pub const STRIDE: usize = 64;
+/// Downsampling of the latent: one latent position per 16 × 16 pixels.
+pub const LATENT_STRIDE: usize = 16;
 /// Sections of a file, in order.
 pub const HYPER_SECTION: usize = 0;
 pub const LATENT_SECTION: usize = 1;
@@ -63,6 +65,38 @@ pub fn padded_tensor_region(img: &RgbImage, [y0, y1, x0, x1]: [usize; 4]) -> Ten
         }
     }
     Tensor::from_slice(&data).view([1, 3, th as i64, tw as i64])
+}
+
+/// One tile of a network that runs on part of an image at a time, on a grid of
+/// latent positions (the core's transforms) or realism-map cells (the predictor).
+#[derive(Clone, Copy, Debug)]
+pub struct Tile {
+    /// The core region, in grid positions: y0, y1, x0, x1.
+    pub core: [usize; 4],
+    /// The core plus context, clipped to the grid.
+    pub padded: [usize; 4],
+}
+
+/// Tiles of `rows × cols` grid positions covering a `yh × yw` grid (latent positions, or
+/// realism-map cells), each with up
+/// to `margin` positions of context.
+pub fn tiles_of(yh: usize, yw: usize, (rows, cols): (usize, usize), margin: usize) -> Vec<Tile> {
+    let mut out = vec![];
+    for y0 in (0..yh).step_by(rows) {
+        for x0 in (0..yw).step_by(cols) {
+            let (y1, x1) = ((y0 + rows).min(yh), (x0 + cols).min(yw));
+            out.push(Tile {
+                core: [y0, y1, x0, x1],
+                padded: [
+                    y0.saturating_sub(margin),
+                    (y1 + margin).min(yh),
+                    x0.saturating_sub(margin),
+                    (x1 + margin).min(yw),
+                ],
+            });
+        }
+    }
+    out
 }
 
 /// The realism map of a container, if it has one (checked against the image size).

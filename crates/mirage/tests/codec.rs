@@ -200,3 +200,43 @@ fn effort_files_decode_and_meet_the_target() {
         .unwrap_err();
     assert!(err.to_string().contains("effort"), "{err}");
 }
+
+/// The refinement runs tile by tile on images larger than one refinement tile (768²):
+/// such an image is refined, not refused, and the result is as good as the fast encode
+/// (the refinement keeps the best latent each tile sees, so seams or a wrong tile would
+/// show as a loss of PSNR or a bigger file).
+#[test]
+fn effort_refines_large_images_in_tiles() {
+    let codec = codec();
+    let small = sample();
+    // 1000 × 800: 2 × 2 refinement tiles, the sample mirrored so the seams are textured.
+    let img = image::RgbImage::from_fn(1000, 800, |x, y| {
+        let mirror = |v: u32, n: u32| {
+            let v = v % (2 * n);
+            if v < n {
+                v
+            } else {
+                2 * n - 1 - v
+            }
+        };
+        *small.get_pixel(mirror(x, small.width()), mirror(y, small.height()))
+    });
+    let (fast, _) = codec
+        .compress_with_effort(&img, RateTarget::Quality(50.0), 0)
+        .unwrap();
+    let (refined, _) = codec
+        .compress_with_effort(&img, RateTarget::Quality(50.0), 1)
+        .unwrap();
+    let psnr = |bytes: &[u8]| {
+        let (decoded, _) = codec.decompress(bytes).unwrap();
+        assert_eq!(decoded.dimensions(), img.dimensions());
+        mirage::metrics::psnr(&img, &decoded).unwrap()
+    };
+    let (p_fast, p_refined) = (psnr(&fast), psnr(&refined));
+    assert!(
+        p_refined > p_fast - 0.3 && refined.len() as f64 <= fast.len() as f64 * 1.03,
+        "effort 1: {} bytes, {p_refined:.2} dB; effort 0: {} bytes, {p_fast:.2} dB",
+        refined.len(),
+        fast.len()
+    );
+}

@@ -206,9 +206,6 @@ fn encode_one(
     force: bool,
 ) -> Result<image::RgbImage> {
     let target = rate.target();
-    if rate.effort > 0 && realism == Some(Realism::Auto) {
-        bail!("--effort with --realism auto is not supported yet (the ConHa encoder runs at effort 0)");
-    }
     let loaded = read_image(src)?;
     if let Some(note) = &loaded.note {
         eprintln!("mirage: note: {note}");
@@ -217,7 +214,7 @@ fn encode_one(
         Some(Realism::Auto) => {
             add_ons
                 .predictor()?
-                .compress(codec, &loaded.image, target)
+                .compress(codec, &loaded.image, target, rate.effort)
                 .with_context(|| src.display().to_string())?
                 .0
         }

@@ -2,7 +2,7 @@
 
 use super::Codec;
 use crate::error::Result;
-use crate::layout::{padded, padded_tensor, padded_tensor_region};
+use crate::layout::{padded, padded_tensor, padded_tensor_region, tiles_of, Tile, LATENT_STRIDE};
 use crate::model::realism::RealismGenerator;
 use image::RgbImage;
 use mirage_format::realism_map::RealismMap;
@@ -22,15 +22,6 @@ pub(super) const TILE_ROWS: usize = 32;
 pub(super) const TILE_COLS: usize = 24;
 pub(super) const TILE_MARGIN: usize = 4;
 pub(super) const REALISM_TILE_MARGIN: usize = 6;
-pub(super) const LATENT_STRIDE: usize = 16;
-
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Tile {
-    /// The core region, in latent positions.
-    pub(super) core: [usize; 4],
-    /// The core plus context, in latent positions: y0, y1, x0, x1.
-    pub(super) padded: [usize; 4],
-}
 
 /// The encoder's analysis transform runs on tiles too, so that its memory stays bounded
 /// on large photos (untiled, an 11.8-megapixel encode peaked at 4.9 GB). Its receptive
@@ -45,32 +36,6 @@ pub(super) const ANALYSIS_MARGIN: usize = 4;
 /// The synthesis tiles of a `yh × yw` latent.
 pub(super) fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
     tiles_of(yh, yw, (TILE_ROWS, TILE_COLS), margin)
-}
-
-/// Tiles of `rows × cols` latent positions covering a `yh × yw` latent, each with up
-/// to `margin` positions of context.
-pub(super) fn tiles_of(
-    yh: usize,
-    yw: usize,
-    (rows, cols): (usize, usize),
-    margin: usize,
-) -> Vec<Tile> {
-    let mut out = vec![];
-    for y0 in (0..yh).step_by(rows) {
-        for x0 in (0..yw).step_by(cols) {
-            let (y1, x1) = ((y0 + rows).min(yh), (x0 + cols).min(yw));
-            out.push(Tile {
-                core: [y0, y1, x0, x1],
-                padded: [
-                    y0.saturating_sub(margin),
-                    (y1 + margin).min(yh),
-                    x0.saturating_sub(margin),
-                    (x1 + margin).min(yw),
-                ],
-            });
-        }
-    }
-    out
 }
 
 impl Codec {
