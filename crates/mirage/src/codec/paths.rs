@@ -12,7 +12,13 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// Earlier releases of the current core, kept so that the files they made still decode
 /// (`--model PATH`; the wrong-model error names the one a file needs).
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v2.0/hyperprior.safetensors")]
+    ["v2.0", "v2.1"]
+        .iter()
+        .map(|v| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../models/{v}/hyperprior.safetensors"))
+        })
+        .collect()
 }
 
 /// The model bundled with the repository.
