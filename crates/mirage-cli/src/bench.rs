@@ -12,6 +12,7 @@ use crate::metrics;
 use crate::progress;
 use anyhow::{bail, Result};
 use mirage::decoders::AddOns;
+use mirage_eval::grid_marks::GridMarks;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -344,12 +345,12 @@ pub fn run_decoders(
         "decodes",
     );
     let mut csv = String::from(
-        "image,target_bpp,decoder,bpp,psnr,ms_ssim,ssimulacra2,detail_ratio,decode_s\n",
+        "image,target_bpp,decoder,bpp,psnr,ms_ssim,ssimulacra2,detail_ratio,grid_marks,decode_s\n",
     );
     let mut table = String::new();
-    let _ = writeln!(table, "Mean over {} images; each image is encoded once per target (largest file at or under it) and every decoder decodes that same file. Detail ratio: mean |Laplacian| of the decode over the original's. Decode time: wall-clock seconds per image, {} threads.\n", paths.len(), tch::get_num_threads());
-    let mut header = "| target bpp | decoder | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | detail ratio | decode s |".to_string();
-    let mut rule = "|---|---|---|---|---|---|---|---|".to_string();
+    let _ = writeln!(table, "Mean over {} images; each image is encoded once per target (largest file at or under it) and every decoder decodes that same file. Detail ratio: mean |Laplacian| of the decode over the original's. Grid marks: the largest excess, over periods 2–16 pixels, of the grid-locked texture the decoder adds to the MSE decode over the original's own (RMS levels of the mean P×P pattern, `mirage_eval::grid_marks`; 0 for the MSE decode, and periodic marks raise it). Decode time: wall-clock seconds per image, {} threads.\n", paths.len(), tch::get_num_threads());
+    let mut header = "| target bpp | decoder | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | detail ratio | grid marks | decode s |".to_string();
+    let mut rule = "|---|---|---|---|---|---|---|---|---|".to_string();
     let mut measure_names: Vec<String> = vec![];
     // Warm-up: libtorch builds its convolution kernels on first use.
     if let Some(img) = originals.first() {
@@ -364,10 +365,17 @@ pub fn run_decoders(
             .iter()
             .map(|img| Ok(codec.compress(img, RateTarget::Bpp(target))?.0))
             .collect::<Result<_>>()?;
+        // The reference for the grid-marks measure: what the decoder adds to this.
+        let mse_decodes: Vec<image::RgbImage> = files
+            .iter()
+            .map(|bytes| Ok(codec.decompress(bytes)?.0))
+            .collect::<Result<_>>()?;
         for column in &o.columns {
             let mut decoded = vec![];
-            let mut sums = [0f64; 6];
-            for ((path, img), bytes) in paths.iter().zip(&originals).zip(&files) {
+            let mut sums = [0f64; 7];
+            for (((path, img), bytes), mse) in
+                paths.iter().zip(&originals).zip(&files).zip(&mse_decodes)
+            {
                 let start = Instant::now();
                 let (out, file_bytes) = column.decode(codec, add_ons, img, bytes)?;
                 let decode_s = start.elapsed().as_secs_f64();
@@ -377,11 +385,12 @@ pub fn run_decoders(
                     metrics::ms_ssim(img, &out).unwrap_or(f64::NAN),
                     metrics::ssimulacra2(img, &out).unwrap_or(f64::NAN),
                     detail_ratio(img, &out),
+                    GridMarks::measure(img, mse, &out).map_or(f64::NAN, |g| g.worst_excess()),
                     decode_s,
                 ];
                 let _ = writeln!(
                     csv,
-                    "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4}",
+                    "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.3},{:.4}",
                     path.file_stem().unwrap_or_default().to_string_lossy(),
                     column.label(),
                     values[0],
@@ -389,7 +398,8 @@ pub fn run_decoders(
                     values[2],
                     values[3],
                     values[4],
-                    values[5]
+                    values[5],
+                    values[6]
                 );
                 for (s, v) in sums.iter_mut().zip(values) {
                     *s += v;
@@ -399,14 +409,15 @@ pub fn run_decoders(
             }
             let n = paths.len() as f64;
             let mut line = format!(
-                "| {target} | {} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.3} |",
+                "| {target} | {} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.2} | {:.3} |",
                 column.label(),
                 sums[0] / n,
                 sums[1] / n,
                 sums[2] / n,
                 sums[3] / n,
                 sums[4] / n,
-                sums[5] / n
+                sums[5] / n,
+                sums[6] / n
             );
             for measure in set_measures {
                 for (name, value) in bar.suspend(|| measure(&originals, &decoded))? {
