@@ -118,17 +118,8 @@ impl Predictor {
             let c = CELL as usize;
             for t in &tiles {
                 let [py0, py1, px0, px1] = t.padded;
-                let [y0, y1, x0, x1] = t.core;
                 let x = padded_tensor_region(img, [py0 * c, py1 * c, px0 * c, px1 * c]);
-                let part = self.net.forward(&x, &r);
-                let core = part.narrow(2, (y0 - py0) as i64, (y1 - y0) as i64).narrow(
-                    3,
-                    (x0 - px0) as i64,
-                    (x1 - x0) as i64,
-                );
-                out.narrow(2, y0 as i64, (y1 - y0) as i64)
-                    .narrow(3, x0 as i64, (x1 - x0) as i64)
-                    .copy_(&core);
+                t.paste_core(&self.net.forward(&x, &r), &out);
             }
             out
         })

@@ -120,19 +120,7 @@ impl Codec {
             };
             let best =
                 objective.refine_tile(net, &tile, &region(&y0), &region(&scale), &region(&mean));
-            let [y0, y1, x0, x1] = tile.core;
-            let [py0, _, px0, _] = tile.padded;
-            let core = best.narrow(2, (y0 - py0) as i64, (y1 - y0) as i64).narrow(
-                3,
-                (x0 - px0) as i64,
-                (x1 - x0) as i64,
-            );
-            tch::no_grad(|| {
-                refined
-                    .narrow(2, y0 as i64, (y1 - y0) as i64)
-                    .narrow(3, x0 as i64, (x1 - x0) as i64)
-                    .copy_(&core)
-            });
+            tile.paste_core(&best, &refined);
         }
         let refined = tch::no_grad(|| refined / &gain);
         Ok(a.with_latent(refined, z))

@@ -77,6 +77,27 @@ pub struct Tile {
     pub padded: [usize; 4],
 }
 
+impl Tile {
+    /// Copies the core of `part` (a network's output on this tile's padded region,
+    /// `[B, C, h, w]` at one value per grid position) into its place in `whole`
+    /// (`[B, C, H, W]`, the output for the whole grid). The margin is dropped: it was
+    /// there only as context.
+    pub fn paste_core(&self, part: &Tensor, whole: &Tensor) {
+        let [py0, _, px0, _] = self.padded;
+        let [y0, y1, x0, x1] = self.core;
+        let (h, w) = ((y1 - y0) as i64, (x1 - x0) as i64);
+        let core = part
+            .narrow(2, (y0 - py0) as i64, h)
+            .narrow(3, (x0 - px0) as i64, w);
+        tch::no_grad(|| {
+            whole
+                .narrow(2, y0 as i64, h)
+                .narrow(3, x0 as i64, w)
+                .copy_(&core)
+        });
+    }
+}
+
 /// Tiles of `rows × cols` grid positions covering a `yh × yw` grid (latent positions, or
 /// realism-map cells), each with up
 /// to `margin` positions of context.

@@ -54,18 +54,9 @@ impl Codec {
             let y = Tensor::zeros([1, m, yh as i64, yw as i64], (Kind::Float, Device::Cpu));
             for tile in &tiles {
                 let [py0, py1, px0, px1] = tile.padded;
-                let [y0, y1, x0, x1] = tile.core;
                 let s = LATENT_STRIDE;
                 let x = padded_tensor_region(img, [py0 * s, py1 * s, px0 * s, px1 * s]);
-                let part = self.net.analysis(&x);
-                let core = part.narrow(2, (y0 - py0) as i64, (y1 - y0) as i64).narrow(
-                    3,
-                    (x0 - px0) as i64,
-                    (x1 - x0) as i64,
-                );
-                y.narrow(2, y0 as i64, (y1 - y0) as i64)
-                    .narrow(3, x0 as i64, (x1 - x0) as i64)
-                    .copy_(&core);
+                tile.paste_core(&self.net.analysis(&x), &y);
             }
             y
         })
