@@ -239,8 +239,8 @@ fn symbols_are_identical_under_other_instruction_sets() {
 /// with that model.
 #[test]
 fn a_file_of_the_v1_core_names_the_model_it_needs() {
-    // The same for v1 and for the earlier releases of core v2 (models/v2.0, models/v2.1).
-    for name in ["v1", "v2.0", "v2.1"] {
+    // The same for v1 and for the earlier releases of core v2 (models/v2.0 to v2.2).
+    for name in ["v1", "v2.0", "v2.1", "v2.2"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));
@@ -301,4 +301,60 @@ fn command_groups_parse() {
         let out = mirage(&[old, "--help"], "1");
         assert!(!out.status.success(), "{old} should no longer exist");
     }
+}
+
+/// `study pool` can put a classic codec beside Mirage at the same bytes: its file is no
+/// bigger than the one Mirage decodes, and the pool lists both conditions.
+#[test]
+fn a_study_pool_can_hold_avif_at_the_same_bytes() {
+    if Command::new("avifenc").arg("--version").output().is_err() {
+        eprintln!("skipped: avifenc is not installed (scripts/setup-eval-codecs.sh)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::copy(sample(), images.join("crop.png")).unwrap();
+    let pool = dir.path().join("pool");
+    let out = mirage(
+        &[
+            "study",
+            "pool",
+            "--images",
+            s(&images),
+            "--bpp",
+            "0.25",
+            "--conditions",
+            "0,avif",
+            "--out",
+            s(&pool),
+        ],
+        "2",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = std::fs::read_to_string(pool.join("pool.toml")).unwrap();
+    let bpp = |name: &str| -> f64 {
+        let line = toml
+            .lines()
+            .find(|l| l.starts_with(&format!("\"crop/{name}\"")))
+            .unwrap_or_else(|| panic!("{name} missing from {toml}"));
+        line.rsplit('=').next().unwrap().trim().parse().unwrap()
+    };
+    let (mirage_bpp, avif_bpp) = (bpp("mirage-w0"), bpp("avif"));
+    assert!(
+        avif_bpp <= mirage_bpp && avif_bpp > 0.5 * mirage_bpp,
+        "{avif_bpp} vs {mirage_bpp}"
+    );
+    assert!(pool.join("crop/avif.png").exists());
+    // Unknown conditions are refused with the list of what is accepted.
+    let out = mirage(&["study", "pool", "--conditions", "0,avif2"], "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("classic codec"),
+        "{err}"
+    );
 }

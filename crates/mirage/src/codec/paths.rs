@@ -12,7 +12,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// Earlier releases of the current core, kept so that the files they made still decode
 /// (`--model PATH`; the wrong-model error names the one a file needs).
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.0", "v2.1"]
+    ["v2.0", "v2.1", "v2.2"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,13 +30,25 @@ pub fn default_model_path() -> std::path::PathBuf {
         })
 }
 
-/// The realism generator bundled with the repository (or `$MIRAGE_REALISM_MODEL`).
+/// The realism generator bundled for the bundled core (or `$MIRAGE_REALISM_MODEL`).
 pub fn default_realism_path() -> std::path::PathBuf {
     std::env::var_os("MIRAGE_REALISM_MODEL")
         .map(Into::into)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/realism.safetensors")
         })
+}
+
+/// The bundled realism generators, each trained for one core: the default one, then
+/// v1's (or only `$MIRAGE_REALISM_MODEL`). A decoder takes the one made for its core.
+pub fn realism_paths() -> Vec<std::path::PathBuf> {
+    let mut paths = vec![default_realism_path()];
+    if std::env::var_os("MIRAGE_REALISM_MODEL").is_none() {
+        paths.push(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors"),
+        );
+    }
+    paths
 }
 
 /// The flow refiner bundled with the repository (or `$MIRAGE_FLOW_MODEL`).
