@@ -17,8 +17,8 @@ pub(crate) struct Cli {
     /// Model file (default: the bundled models/hyperprior.safetensors, or $MIRAGE_MODEL).
     #[arg(long, global = true)]
     pub(crate) model: Option<PathBuf>,
-    /// Realism generator file (default: the bundled models/v1/realism.safetensors, or
-    /// $MIRAGE_REALISM_MODEL).
+    /// Realism generator file (default: the bundled one made for the loaded core,
+    /// models/realism.safetensors or models/v1/realism.safetensors; or $MIRAGE_REALISM_MODEL).
     #[arg(long, global = true)]
     pub(crate) realism_model: Option<PathBuf>,
     #[command(subcommand)]

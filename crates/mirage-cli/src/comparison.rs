@@ -12,6 +12,8 @@ use crate::metrics;
 use anyhow::Result;
 use image::{imageops, Rgb, RgbImage};
 use mirage::decoders::{AddOns, Decoder, FlowSettings, Realism};
+use mirage_eval::codecs::{ClassicCodec, ClassicKind, CodecUnderTest};
+use mirage_eval::rate_match::{RateMatcher, Reach};
 use std::path::Path;
 
 /// A square region of a Kodak image, in original pixels.
@@ -84,6 +86,9 @@ pub enum Column {
     Auto,
     /// ConHa-fixed: the one weight that is best on the predictor's training labels.
     Fixed,
+    /// A classic codec (`avif`, `jxl`, `webp`, ...) at the largest file no bigger than
+    /// Mirage's file: the user's question "Mirage or AVIF, at this size?".
+    Classic(ClassicKind),
 }
 
 impl Column {
@@ -93,6 +98,7 @@ impl Column {
             Column::Flow(steps, t) => format!("flow {steps} steps, T {t}"),
             Column::Auto => "ConHa map".into(),
             Column::Fixed => "ConHa-fixed".into(),
+            Column::Classic(kind) => format!("{} (same bytes)", ClassicCodec::new(*kind).name()),
         }
     }
 
@@ -104,7 +110,7 @@ impl Column {
         add_ons: &AddOns,
         original: &RgbImage,
         bytes: &[u8],
-    ) -> crate::error::Result<(RgbImage, usize)> {
+    ) -> Result<(RgbImage, usize)> {
         let realism = |realism: Realism, bytes: &[u8]| {
             add_ons
                 .decoder_for(bytes, realism)?
@@ -133,17 +139,38 @@ impl Column {
                 let decoded = realism(Realism::Auto, &with_map)?.0;
                 return Ok((decoded, with_map.len()));
             }
+            Column::Classic(kind) => {
+                let classic = ClassicCodec::new(*kind);
+                classic.check_available()?;
+                let pixels = f64::from(original.width()) * f64::from(original.height());
+                let target = bytes.len() as f64 * 8.0 / pixels;
+                let matched = RateMatcher::new(&classic, original)
+                    .with_tolerance(0.0)
+                    .encode_at_bpp(target)?;
+                if !matches!(matched.reach, Reach::Reached) {
+                    anyhow::bail!(
+                        "{} cannot make a file as small as Mirage's {} bytes",
+                        classic.name(),
+                        bytes.len()
+                    );
+                }
+                let decoded = classic.decode(&matched.encoding.bytes)?;
+                return Ok((decoded, matched.encoding.bytes.len()));
+            }
         };
         Ok((decoded, bytes.len()))
     }
 
     /// Parses `w0.5` / `0.5` (a realism weight), `flow4` (flow steps), `auto` (the
-    /// ConHa map) or `fixed` (ConHa-fixed).
+    /// ConHa map), `fixed` (ConHa-fixed) or a classic codec's name (`avif`, `jxl`, ...).
     pub fn parse(s: &str) -> std::result::Result<Column, String> {
         match s {
             "auto" => return Ok(Column::Auto),
             "fixed" => return Ok(Column::Fixed),
             _ => {}
+        }
+        if let Some(classic) = ClassicCodec::by_name(s) {
+            return Ok(Column::Classic(classic.kind()));
         }
         if let Some(rest) = s.strip_prefix("flow") {
             // `flow4` (the default temperature) or `flow4t0.5` (temperature 0.5).
@@ -159,7 +186,7 @@ impl Column {
         match s.trim_start_matches('w').parse::<f32>() {
             Ok(w) if (0.0..=1.0).contains(&w) => Ok(Column::Realism(w)),
             _ => Err(format!(
-                "expected a weight from 0 to 1, flowN, auto or fixed, not `{s}`"
+                "expected a weight from 0 to 1, flowN, auto, fixed or a classic codec (avif, jxl, webp, jpeg, heic), not `{s}`"
             )),
         }
     }

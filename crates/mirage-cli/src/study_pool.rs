@@ -20,6 +20,10 @@ pub fn condition_name(column: &Column) -> String {
         Column::Flow(steps, t) => format!("mirage-flow{steps}-t{t}"),
         Column::Auto => "conha-map".into(),
         Column::Fixed => "conha-fixed".into(),
+        Column::Classic(kind) => {
+            use mirage_eval::codecs::CodecUnderTest;
+            mirage_eval::codecs::ClassicCodec::new(*kind).name()
+        }
     }
 }
 

@@ -88,35 +88,38 @@ fn auto_uses_the_suggested_weight() {
 
 #[test]
 fn realism_decode_is_identical_with_one_and_two_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
-    let mrg = dir.path().join("a.mrg");
-    let run = |args: &[&str], threads: &str| {
-        // The decoder add-ons belong to the v1 core (models/v1).
-        let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .env(
-                "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../models/v1/hyperprior.safetensors"),
-            )
-            .args(["--threads", threads])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    run(&["encode", &s(&input), &s(&mrg), "--quality", "20"], "2");
-    let (one, two) = (dir.path().join("1.png"), dir.path().join("2.png"));
-    run(&["decode", &s(&mrg), &s(&one), "--realism", "0.8"], "1");
-    run(&["decode", &s(&mrg), &s(&two), "--realism", "0.8"], "2");
-    let a = image::open(&one).unwrap().to_rgb8();
-    let b = image::open(&two).unwrap().to_rgb8();
-    assert_eq!(differing(&a, &b), 0);
+    // v1's generator, and the bundled core's, whose noise inputs come from a seed.
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    for model in [
+        models.join("v1/hyperprior.safetensors"),
+        models.join("hyperprior.safetensors"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let input =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
+        let mrg = dir.path().join("a.mrg");
+        let run = |args: &[&str], threads: &str| {
+            let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+                .env("MIRAGE_MODEL", &model)
+                .args(["--threads", threads])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        run(&["encode", &s(&input), &s(&mrg), "--quality", "20"], "2");
+        let (one, two) = (dir.path().join("1.png"), dir.path().join("2.png"));
+        run(&["decode", &s(&mrg), &s(&one), "--realism", "0.8"], "1");
+        run(&["decode", &s(&mrg), &s(&two), "--realism", "0.8"], "2");
+        let a = image::open(&one).unwrap().to_rgb8();
+        let b = image::open(&two).unwrap().to_rgb8();
+        assert_eq!(differing(&a, &b), 0, "{}", model.display());
+    }
 }
 
 #[test]

@@ -171,11 +171,14 @@ pub fn export_realism(
 ) -> anyhow::Result<[u8; 8]> {
     let mut vs = VarStore::new(Device::Cpu);
     RealismGenerator::new(&vs.root(), config, ConvPrecision::F32);
-    let numbers = [
+    let mut numbers = vec![
         ("channels", config.channels),
         ("blocks", config.blocks),
         ("feature_channels", config.feature_channels),
     ];
+    if config.noise {
+        numbers.push(("noise", 1));
+    }
     export_decoder(
         &mut vs,
         checkpoint,
@@ -290,6 +293,8 @@ impl DecoderFile {
             channels: self.number("channels")?,
             blocks: self.number("blocks")?,
             feature_channels: self.number("feature_channels")?,
+            // Absent in v1 files, whose generator has no noise inputs.
+            noise: self.text("noise") == Some("1"),
         })
     }
 
@@ -301,7 +306,13 @@ impl DecoderFile {
 
     /// Copies the weights into a freshly built network.
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
-        fill_variables(&self.tensors, vs, None)
+        fill_variables(&self.tensors, vs, &|_| false)
+    }
+
+    /// Copies the weights into a network that may have more of them: a warm start.
+    /// Variables for which `is_new` holds keep their initial values.
+    pub fn fill_warm_start(&self, vs: &VarStore, is_new: &dyn Fn(&str) -> bool) -> Result<()> {
+        fill_variables(&self.tensors, vs, is_new)
     }
 }
 
@@ -344,10 +355,10 @@ fn read_tensors(bytes: &[u8]) -> std::result::Result<RawFile, String> {
 
 /// Copies named weights into a network's variables, checking every shape; variables
 /// under `skip_prefix` are left alone.
-fn fill_variables(tensors: &Tensors, vs: &VarStore, skip_prefix: Option<&str>) -> Result<()> {
+fn fill_variables(tensors: &Tensors, vs: &VarStore, skip: &dyn Fn(&str) -> bool) -> Result<()> {
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
-            if skip_prefix.is_some_and(|p| name.starts_with(p)) {
+            if skip(&name) {
                 continue;
             }
             let (shape, values) = tensors
@@ -470,7 +481,7 @@ impl ModelFile {
     /// Copies the weights into a freshly built network (all but the density network,
     /// whose job the integer tables do).
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
-        fill_variables(&self.tensors, vs, Some("prior."))
+        fill_variables(&self.tensors, vs, &|name| name.starts_with("prior."))
     }
 
     /// The hyper-latent's tables as probabilities over `-RADIUS..=RADIUS`, `[C, n]`

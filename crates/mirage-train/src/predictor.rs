@@ -25,7 +25,7 @@
 
 use super::adam::Adam;
 use super::data::Dataset;
-use super::realism::sample_rate;
+use super::realism::{generator_noise, sample_rate};
 use crate::model::layers::ConvPrecision;
 use crate::model::predictor::RealismPredictor;
 use crate::model::realism::RealismGenerator;
@@ -197,6 +197,7 @@ fn label_batch(
         let y_hat = hyperprior.decoded_latent(x, &Tensor::from_slice(rates));
         let (x_mse, features) = hyperprior.synthesis.forward_with_features(&y_hat);
         let b = rates.len();
+        let noise = generator_noise(&x_mse);
         let mut out = vec![vec![[(0f32, 0f32); LEVEL_COUNT]; 0]; b];
         let per_level: Vec<(Vec<f32>, Vec<f32>)> = (0..MAP_LEVELS)
             .map(|level| {
@@ -205,7 +206,9 @@ fn label_batch(
                     RealismMap::weight(level) as f64,
                     (Kind::Float, Device::Cpu),
                 );
-                let x_hat = generator.forward(&x_mse, &features, &w).clamp(0.0, 1.0);
+                let x_hat = generator
+                    .forward(&x_mse, &features, &w, &noise)
+                    .clamp(0.0, 1.0);
                 let (f, r) = cell_terms(x, &x_hat);
                 (
                     Vec::<f32>::try_from(f.flatten(0, -1)).unwrap_or_default(),

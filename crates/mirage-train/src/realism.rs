@@ -6,8 +6,16 @@
 //! matters) and a hallucination weight `w ~ U[0, 1]`. The generator's loss is
 //!
 //! ```text
-//! k_mse · MSE(x, x̂)  +  w · (k_fm · FM(x, x̂)  +  k_adv · (−D(x̂)))
+//! k_mse · MSE(x, x̂)  +  k_grid · Σ_P grid_P(x̂ − x)  +  w · (k_fm · FM(x, x̂)  +  k_adv · (−D(x̂)))
 //! ```
+//!
+//! `grid_P` is the energy of the mean `P × P` block of the error, P ∈ {4, 8, 16}: the
+//! part of the error that repeats with the pixel shuffle's and the latent's grid. v1's
+//! generator drew such a pattern over flat areas (docs/realism-marks.md); natural
+//! images have none, so the term costs realism nothing. Two more changes against those
+//! marks: the generator's blocks get seeded noise (a texture source that does not
+//! repeat with the latent), and the discriminator sees real and decoded images shifted
+//! by the same random offset, so its 16-pixel patch grid is not locked to the latent's.
 //!
 //! FM is the discriminator feature-matching loss (pix2pixHD): the mean L1 distance
 //! between the discriminator's activations on the real and the decoded image, every
@@ -20,7 +28,7 @@
 use super::adam::Adam;
 use super::data::{mse_per_image, Dataset};
 use crate::model::layers::ConvPrecision;
-use crate::model::realism::{Discriminator, RealismConfig, RealismGenerator};
+use crate::model::realism::{Discriminator, RealismConfig, RealismGenerator, NOISE_STRIDE};
 use crate::model::{Hyperprior, LEVELS};
 use crate::progress;
 use anyhow::{Context, Result};
@@ -44,6 +52,11 @@ pub struct RealismTrainOptions {
     pub k_mse: f64,
     pub k_fm: f64,
     pub k_adv: f64,
+    /// Weight of the grid-locked error energy (images in [0, 1]).
+    pub k_grid: f64,
+    /// A shipped generator to start from when the run directory is new (a warm start;
+    /// its noise gains, if it has none, start at zero).
+    pub init_from: Option<PathBuf>,
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
@@ -72,6 +85,47 @@ fn feature_matching(real: &[Tensor], fake: &[Tensor]) -> Tensor {
         })
         .collect();
     Tensor::stack(&per_layer, 0).mean_dim(&[0i64][..], false, Kind::Float)
+}
+
+/// The periods of the grid penalty: the pixel shuffle (4), the synthesis' last stride-2
+/// stages (8) and the latent (16).
+const GRID_PERIODS: [i64; 3] = [4, 8, 16];
+
+/// Per image `[B]`: the mean square of the mean `period × period` block of `d`
+/// `[B, C, H, W]`, its mean removed; the sum over [`GRID_PERIODS`]. The same quantity
+/// as `mirage_eval::grid_marks::grid_pattern` (squared, per channel).
+pub(crate) fn grid_energy(d: &Tensor) -> Tensor {
+    let [b, c, h, w] = d.size()[..] else {
+        panic!("grid_energy needs [B, C, H, W]")
+    };
+    let per_period: Vec<Tensor> = GRID_PERIODS
+        .iter()
+        .map(|&p| {
+            let (bh, bw) = (h / p, w / p);
+            let blocks = d
+                .narrow(2, 0, bh * p)
+                .narrow(3, 0, bw * p)
+                .reshape([b, c, bh, p, bw, p])
+                .mean_dim(&[2i64, 4][..], false, Kind::Float);
+            let pattern = &blocks - blocks.mean_dim(&[2i64, 3][..], true, Kind::Float);
+            pattern
+                .square()
+                .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+        })
+        .collect();
+    Tensor::stack(&per_period, 0).sum_dim_intlist(&[0i64][..], false, Kind::Float)
+}
+
+/// Standard normal noise for the generator's noise inputs, one value per cell of its
+/// grid under `x` `[B, 3, H, W]`. Training draws it from libtorch; the decoder from a
+/// seed (`mirage::noise`).
+pub fn generator_noise(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let s = NOISE_STRIDE as i64;
+    Tensor::randn(
+        [size[0], 1, size[2] / s, size[3] / s],
+        (Kind::Float, Device::Cpu),
+    )
 }
 
 /// Mean absolute Laplacian: a crude measure of how much fine detail an image has.
@@ -121,6 +175,18 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         eprintln!("resumed at step {}", g_adam.step);
         rng = StdRng::seed_from_u64(o.seed ^ g_adam.step as u64);
         tch::manual_seed(o.seed as i64 ^ g_adam.step);
+    } else if let Some(init) = &o.init_from {
+        let file =
+            crate::model_file::DecoderFile::load(init, crate::model_file::REALISM_FORMAT_NAME)
+                .with_context(|| format!("loading {} to start from", init.display()))?;
+        let from = file.realism_config()?;
+        if (from.channels, from.blocks, from.feature_channels)
+            != (config.channels, config.blocks, config.feature_channels)
+        {
+            anyhow::bail!("{} has other widths than this run", init.display());
+        }
+        file.fill_warm_start(&g_vs, &|name| name.ends_with("noise_gain"))?;
+        eprintln!("new run from {}", init.display());
     }
     std::fs::write(
         o.run_dir.join("base_model"),
@@ -132,16 +198,16 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     let open_log = |name: &str, header: &str| super::open_log(&o.run_dir.join(name), header);
     let mut log = open_log(
         "log.csv",
-        "step,wall_seconds,psnr,d_loss,g_adv,g_fm,d_real,d_fake",
+        "step,wall_seconds,psnr,d_loss,g_adv,g_fm,d_real,d_fake,grid",
     )?;
     let mut val_log = open_log(
         "validation.csv",
-        "step,wall_seconds,rate,w,psnr,detail_ratio",
+        "step,wall_seconds,rate,w,psnr,detail_ratio,grid_levels",
     )?;
 
     let bar = progress::bar((o.steps - g_adam.step).max(0) as u64, "training realism");
     let start = Instant::now();
-    let mut acc = [0f64; 6];
+    let mut acc = [0f64; 7];
     let mut acc_n = 0;
     while g_adam.step < o.steps {
         let x = data.batch(&mut rng, o.batch, o.crop);
@@ -153,11 +219,14 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
             let (x_mse, features) = hyperprior.synthesis.forward_with_features(&y_hat);
             (y_hat, x_mse, features)
         });
-        let x_hat = generator.forward(&x_mse, &features, &w);
+        let x_hat = generator.forward(&x_mse, &features, &w, &generator_noise(&x_mse));
 
-        // Discriminator: hinge loss on real images and (detached) decodes.
-        let (d_real, real_features) = discriminator.forward(&x, &y_hat);
-        let (d_fake, _) = discriminator.forward(&x_hat.detach(), &y_hat);
+        // Discriminator: hinge loss on real images and (detached) decodes, both shifted
+        // by the same random offset off the latent grid (the wrapped seam is in both).
+        let shift = [rng.gen_range(0..16i64), rng.gen_range(0..16i64)];
+        let off_grid = |t: &Tensor| t.roll(&shift[..], &[2i64, 3][..]);
+        let (d_real, real_features) = discriminator.forward(&off_grid(&x), &y_hat);
+        let (d_fake, _) = discriminator.forward(&off_grid(&x_hat.detach()), &y_hat);
         let d_loss =
             (-&d_real + 1.0).relu().mean(Kind::Float) + (&d_fake + 1.0).relu().mean(Kind::Float);
         d_adam.zero_grad();
@@ -166,11 +235,13 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         d_adam.update(o.lr);
 
         // Generator: distortion for all, realism terms weighted by w.
-        let (g_fake, fake_features) = discriminator.forward(&x_hat, &y_hat);
+        let (g_fake, fake_features) = discriminator.forward(&off_grid(&x_hat), &y_hat);
         let adv = -g_fake.mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         let fm = feature_matching(&real_features, &fake_features);
         let mse = mse_per_image(&x_hat, &x);
-        let g_loss = (&mse * o.k_mse + &w * (&fm * o.k_fm + &adv * o.k_adv)).mean(Kind::Float);
+        let grid = grid_energy(&(&x_hat - &x));
+        let g_loss = (&mse * o.k_mse + &grid * o.k_grid + &w * (&fm * o.k_fm + &adv * o.k_adv))
+            .mean(Kind::Float);
         g_adam.zero_grad();
         g_loss.backward();
         g_adam.clip_grad_norm(10.0);
@@ -190,6 +261,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
             fm.mean(Kind::Float).double_value(&[]),
             d_real.mean(Kind::Float).double_value(&[]),
             d_fake.mean(Kind::Float).double_value(&[]),
+            grid.mean(Kind::Float).sqrt().double_value(&[]) * 255.0,
         ];
         for (a, v) in acc.iter_mut().zip(values) {
             *a += v;
@@ -205,14 +277,18 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
                 .collect();
             writeln!(log, "{done},{wall:.1},{}", m.join(","))?;
             bar.set_message(format!("psnr {} d {} fm {}", m[0], m[1], m[3]));
-            acc = [0.0; 6];
+            acc = [0.0; 7];
             acc_n = 0;
         }
         if done % o.validate_every == 0 || done == o.steps {
             for rate in [1.0f32, 3.0] {
                 for wv in [0.0f32, 0.5, 1.0] {
-                    let (psnr, ratio) = validate(&hyperprior, &generator, &validation, rate, wv);
-                    writeln!(val_log, "{done},{wall:.1},{rate},{wv},{psnr:.3},{ratio:.4}")?;
+                    let (psnr, ratio, grid) =
+                        validate(&hyperprior, &generator, &validation, rate, wv);
+                    writeln!(
+                        val_log,
+                        "{done},{wall:.1},{rate},{wv},{psnr:.3},{ratio:.4},{grid:.3}"
+                    )?;
                 }
             }
             val_log.flush()?;
@@ -231,27 +307,57 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     Ok(())
 }
 
-/// PSNR and detail ratio (decoded / original mean |Laplacian|) on the held-out crops.
+/// PSNR, detail ratio (decoded / original mean |Laplacian|) and the RMS in 8-bit
+/// levels of the grid-locked part of the added texture (decode − MSE decode, summed
+/// over the penalty's periods), on the held-out crops.
 fn validate(
     hyperprior: &Hyperprior,
     generator: &RealismGenerator,
     crops: &[Tensor],
     rate: f32,
     w: f32,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     tch::no_grad(|| {
-        let (mut psnr, mut ratio) = (0.0, 0.0);
+        let (mut psnr, mut ratio, mut grid) = (0.0, 0.0, 0.0);
         for x in crops {
             let y_hat = hyperprior.decoded_latent(x, &Tensor::from_slice(&[rate]));
             let (x_mse, features) = hyperprior.synthesis.forward_with_features(&y_hat);
             let x_hat = generator
-                .forward(&x_mse, &features, &Tensor::from_slice(&[w]))
+                .forward(
+                    &x_mse,
+                    &features,
+                    &Tensor::from_slice(&[w]),
+                    &generator_noise(&x_mse),
+                )
                 .clamp(0.0, 1.0);
+            grid += grid_energy(&(&x_hat - &x_mse)).sqrt().double_value(&[0]) * 255.0;
             let mse = mse_per_image(&x_hat, x).double_value(&[0]);
             psnr += -10.0 * mse.log10();
             ratio += detail(&x_hat) / detail(x).max(1e-9);
         }
         let n = crops.len().max(1) as f64;
-        (psnr / n, ratio / n)
+        (psnr / n, ratio / n, grid / n)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The penalty sees a pattern repeated on the 16-pixel grid and hardly sees noise of
+    /// the same power, which has no preferred phase.
+    #[test]
+    fn grid_energy_sees_grid_patterns_not_noise() {
+        tch::manual_seed(0);
+        let tile = Tensor::randn([1, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let grid = tile.repeat([2, 1, 8, 8]);
+        let noise = Tensor::randn([2, 3, 128, 128], (Kind::Float, Device::Cpu));
+        let on_grid = grid_energy(&grid);
+        let off_grid = grid_energy(&noise);
+        assert_eq!(on_grid.size(), [2]);
+        // The P = 16 term keeps the whole power of a 16-periodic pattern (≈ 1).
+        assert!(on_grid.min().double_value(&[]) > 0.8, "{on_grid}");
+        // Noise averages out over the blocks: ≈ 1/64 at P = 16, less at P = 8 and 4.
+        assert!(off_grid.max().double_value(&[]) < 0.05, "{off_grid}");
+    }
 }

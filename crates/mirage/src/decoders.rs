@@ -20,7 +20,7 @@ use crate::model_file::{DecoderFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
 use std::path::Path;
 use tch::{nn::VarStore, Device};
 
-use crate::codec::{default_flow_path, default_realism_path};
+use crate::codec::{default_flow_path, realism_paths};
 use crate::layout::realism_map;
 use image::RgbImage;
 use std::time::Instant;
@@ -183,8 +183,15 @@ impl AddOns {
                 Err(e) => Err(e),
             }
         }
+        let mut realism = None;
+        for path in realism_paths() {
+            realism = fitting(&path, |p| RealismDecoder::load(p, codec))?;
+            if realism.is_some() {
+                break;
+            }
+        }
         Ok(AddOns {
-            realism: fitting(&default_realism_path(), |p| RealismDecoder::load(p, codec))?,
+            realism,
             flow: fitting(&default_flow_path(), |p| FlowDecoder::load(p, codec))?,
             predictor: fitting(&default_predictor_path(), |p| Predictor::load(p, codec))?,
         })

@@ -33,6 +33,7 @@ pub mod effort;
 pub mod entropy_model;
 pub mod image_io;
 pub mod layout;
+pub mod noise;
 pub mod progress;
 pub mod refinement;
 

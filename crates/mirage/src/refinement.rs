@@ -10,30 +10,13 @@
 
 use crate::error::Result;
 use crate::model::flow::{FlowRefiner, SOURCE_SCALE};
+use crate::noise::seeded_normal;
 use image::RgbImage;
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use tch::Tensor;
 
 /// Core size of a tile, and the overlap added on each side.
 const TILE: usize = 256;
 const OVERLAP: usize = 32;
-
-/// Standard normal noise for `n` values from a seed (Box–Muller on a seeded ChaCha
-/// stream: the same numbers on every run).
-fn source_noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Vec::with_capacity(n + 1);
-    while out.len() < n {
-        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.gen();
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let angle = std::f64::consts::TAU * u2;
-        out.push((radius * angle.cos()) as f32);
-        out.push((radius * angle.sin()) as f32);
-    }
-    out.truncate(n);
-    out
-}
 
 /// A window of the (edge-padded) image: `[y0, y1, x0, x1]` in pixels.
 fn windows(height: usize, width: usize) -> Vec<[usize; 4]> {
@@ -80,7 +63,7 @@ pub fn refine(
             }
         }
     }
-    let noise = source_noise(3 * pw * ph, seed);
+    let noise = seeded_normal(3 * pw * ph, seed);
     let windows = windows(ph, pw);
     let workers = (tch::get_num_threads().max(1) as usize).min(windows.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -170,19 +153,5 @@ mod tests {
             }
             assert!(weight.iter().all(|&v| v > 0.0), "{h}x{w}");
         }
-    }
-
-    #[test]
-    fn source_noise_is_seeded_and_standard() {
-        let a = source_noise(100_000, 3);
-        assert_eq!(a, source_noise(100_000, 3));
-        assert_ne!(a[..10], source_noise(10, 4)[..]);
-        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
-        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / a.len() as f64;
-        // 100k samples: standard errors of about 0.003 (mean) and 0.0045 (variance).
-        assert!(
-            mean.abs() < 0.02 && (var - 1.0).abs() < 0.03,
-            "{mean} {var}"
-        );
     }
 }

@@ -49,6 +49,10 @@ pub(crate) struct EvalArgs {
     /// but measured while the other workers run; use 1 for speed figures alone.
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// Images whose crops the HTML report shows: file names (`kodim23.png,kodim04.png`)
+    /// or `all` (default: the first image).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) crops: Vec<String>,
     #[arg(long, default_value = "eval-results")]
     pub(crate) out_dir: PathBuf,
 }
@@ -64,6 +68,7 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
         no_realism,
         fixed,
         jobs,
+        crops,
         out_dir,
     } = args;
     {
@@ -117,18 +122,32 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
             let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
             under_test.extend(mirage_codecs.iter().map(|m| m as &dyn CodecUnderTest));
             under_test.extend(classic.iter().map(|c| c as &dyn CodecUnderTest));
+            let paths = if images.is_dir() {
+                suite::image_paths(&images)?
+            } else {
+                vec![images]
+            };
+            let crop_images = if crops.iter().any(|c| c == "all") {
+                paths
+                    .iter()
+                    .map(|p| {
+                        p.file_name()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect()
+            } else {
+                crops
+            };
             let options = EvalOptions {
                 targets_bpp: targets,
                 butteraugli: !no_butteraugli,
                 rate_tolerance: rate_tolerance / 100.0,
                 anchor: Some(anchor),
                 jobs: jobs.unwrap_or(0),
+                crop_images,
                 ..EvalOptions::default()
-            };
-            let paths = if images.is_dir() {
-                suite::image_paths(&images)?
-            } else {
-                vec![images]
             };
             if !fixed.is_empty() {
                 let points: Vec<(&dyn CodecUnderTest, f64)> = fixed

@@ -35,7 +35,10 @@ pub(crate) enum ExportCommand {
         channels: i64,
         #[arg(long, default_value_t = 4)]
         blocks: i64,
-        #[arg(long, default_value = "models/v1/realism.safetensors")]
+        /// The generator has noise inputs (v2; false for v1's).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        noise: bool,
+        #[arg(long, default_value = "models/realism.safetensors")]
         out: PathBuf,
     },
     /// Write the shipped flow refiner from a training checkpoint, tied to the loaded
@@ -103,6 +106,7 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
             checkpoint,
             channels,
             blocks,
+            noise,
             out,
         } => {
             let codec = Codec::load(&models.model.clone().unwrap_or_else(default_model_path))?;
@@ -110,6 +114,7 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
                 channels,
                 blocks,
                 feature_channels: codec.config().n,
+                noise,
             };
             let id = export_realism(&checkpoint, config, &codec.id(), &out)?;
             println!(

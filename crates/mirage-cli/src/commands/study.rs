@@ -17,7 +17,8 @@ pub(crate) enum StudyGroup {
         #[arg(long, default_value_t = 0.1)]
         bpp: f64,
         /// Conditions: realism weights (`0`, `1`), `auto` (ConHa map), `fixed`
-        /// (ConHa-fixed), `flowN`.
+        /// (ConHa-fixed), `flowN`, or a classic codec at the largest file no bigger than
+        /// Mirage's (`avif`, `jxl`, `webp`, `jpeg`, `heic`).
         #[arg(long, value_delimiter = ',', default_value = "0,1,auto,fixed", value_parser = Column::parse)]
         conditions: Vec<Column>,
         /// The pool folder (default: study-pools/conha-<bpp>).

@@ -80,6 +80,15 @@ pub(crate) enum TrainCommand {
         /// Weight of the adversarial loss, times w.
         #[arg(long, default_value_t = 0.15)]
         k_adv: f64,
+        /// Weight of the grid-locked part of the error (periods 4, 8, 16).
+        #[arg(long, default_value_t = 3000.0)]
+        k_grid: f64,
+        /// Give every block seeded noise inputs (v2; false builds v1's generator).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        noise: bool,
+        /// Start a new run from this shipped generator (for example models/v1/realism.safetensors).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         #[arg(long, default_value_t = 250)]
         checkpoint_every: i64,
         #[arg(long, default_value_t = 500)]
@@ -294,6 +303,9 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_mse,
             k_fm,
             k_adv,
+            k_grid,
+            noise,
+            init_from,
             checkpoint_every,
             validate_every,
             seed,
@@ -309,10 +321,13 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 channels,
                 blocks,
                 feature_channels: 0,
+                noise,
             },
             k_mse,
             k_fm,
             k_adv,
+            k_grid,
+            init_from,
             checkpoint_every,
             validate_every,
             seed,

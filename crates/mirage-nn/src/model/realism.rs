@@ -32,6 +32,11 @@ pub struct RealismConfig {
     pub blocks: i64,
     /// Channels of the synthesis features it reads (the hyperprior's N).
     pub feature_channels: i64,
+    /// Whether every block adds seeded noise (v2). Without a noise source a generator
+    /// can only derive texture from the latent's features, which repeat with the
+    /// latent's 16-pixel grid, and on flat areas that texture becomes a grid of marks
+    /// (docs/realism-marks.md). The v1 generator has none.
+    pub noise: bool,
 }
 
 /// Width of the `w` embedding that feeds every block's FiLM.
@@ -46,6 +51,9 @@ struct ResidualBlock {
     conv_b: Conv,
     /// Embedding → (γ, β), zero-initialised so that training starts without FiLM.
     film: Dense,
+    /// Per-channel gain of the noise added after `conv_a` (StyleGAN's noise inputs),
+    /// `[1, C, 1, 1]`, zero-initialised so that a warm start begins as its source.
+    noise_gain: Option<Tensor>,
 }
 
 #[derive(Debug)]
@@ -79,6 +87,7 @@ impl RealismGenerator {
                         conv_a: Conv::down(&b / "conv_a", c, c, 3, 1),
                         conv_b: Conv::down(&b / "conv_b", c, c, 3, 1),
                         film: Dense::new(&b / "film", EMBEDDING, 2 * c, true),
+                        noise_gain: config.noise.then(|| b.zeros("noise_gain", &[1, c, 1, 1])),
                     }
                 })
                 .collect(),
@@ -100,6 +109,7 @@ impl RealismGenerator {
                     conv_a: b.conv_a.replica(),
                     conv_b: b.conv_b.replica(),
                     film: b.film.replica(),
+                    noise_gain: b.noise_gain.as_ref().map(|g| g.shallow_clone()),
                 })
                 .collect(),
             output: self.output.replica(),
@@ -107,18 +117,25 @@ impl RealismGenerator {
     }
 
     /// `x_mse` `[B, 3, H, W]` (the synthesis output), `features` `[B, N, H/4, W/4]`
-    /// (the synthesis' activations after its second inverse GDN), `w` `[B]` in [0, 1]
-    /// → the realism decode `[B, 3, H, W]` (not clamped).
-    pub fn forward(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor) -> Tensor {
+    /// (the synthesis' activations after its second inverse GDN), `w` `[B]` in [0, 1],
+    /// `noise` `[B, 1, H/4, W/4]` standard normal (ignored by a generator without
+    /// noise inputs) → the realism decode `[B, 3, H, W]` (not clamped).
+    pub fn forward(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor, noise: &Tensor) -> Tensor {
         let w = w.to_kind(Kind::Float).view([-1, 1, 1, 1]);
-        self.forward_map(x_mse, features, &w)
+        self.forward_map(x_mse, features, &w, noise)
     }
 
     /// The same with a weight per pixel, `w` `[B, 1, H, W]` (or any shape that
     /// broadcasts to it, such as `[B, 1, 1, 1]`): the decoder's per-region realism.
     /// FiLM is applied per position, so a constant map gives the per-image
     /// decode and a varying one changes the kind of texture region by region.
-    pub fn forward_map(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor) -> Tensor {
+    pub fn forward_map(
+        &self,
+        x_mse: &Tensor,
+        features: &Tensor,
+        w: &Tensor,
+        noise: &Tensor,
+    ) -> Tensor {
         let w = w.to_kind(Kind::Float);
         // FiLM works at the generator's resolution: the mean weight of each 4×4 block.
         let w_low = if w.size()[2] == 1 && w.size()[3] == 1 {
@@ -148,7 +165,10 @@ impl RealismGenerator {
                 let parts = film.chunk(2, 1);
                 (parts[0].shallow_clone(), parts[1].shallow_clone())
             };
-            let a = block.conv_a.forward(&h.leaky_relu(), self.precision);
+            let mut a = block.conv_a.forward(&h.leaky_relu(), self.precision);
+            if let Some(gain) = &block.noise_gain {
+                a = &a + gain * noise;
+            }
             let a = a.leaky_relu() * (gamma + 1.0) + beta;
             h = &h + block.conv_b.forward(&a, self.precision);
         }
@@ -159,6 +179,11 @@ impl RealismGenerator {
         x_mse + residual * w
     }
 }
+
+/// The generator's resolution, and so its noise's, is 1/NOISE_STRIDE of the image's.
+/// The decoder draws the noise for the whole image from a seed and cuts each tile's
+/// window from it, so that overlapping tiles see the same noise.
+pub const NOISE_STRIDE: usize = SHUFFLE as usize;
 
 /// A patch discriminator conditioned on the quantized latent, as in HiFiC: the image
 /// goes down four stride-2 layers to the latent's resolution, where a projection of

@@ -76,22 +76,32 @@ fn tiles_are_seamless() {
     assert!(worst_difference(&tiled, &whole) <= 1);
 }
 
-/// The same for the realism generator, whose margin is wider.
+/// The same for the realism generators, whose margin is wider: v1's, and the bundled
+/// core's, which has noise inputs (each tile cuts its window from the whole image's
+/// noise, so the tiles must agree with one decode of the whole noise grid).
 #[test]
 fn realism_tiles_are_seamless() {
-    let codec = Codec::load(&super::v1_model_path()).unwrap();
-    let add_ons = AddOns::bundled(&codec).unwrap();
-    let generator = &add_ons.realism().unwrap().generator;
-    let (bytes, y_hat) = file_and_latent(&codec);
-    let (tiled, _) = decode_with(&codec, &add_ons, &bytes, Realism::Weight(1.0));
-    let whole = tch::no_grad(|| {
-        let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
-        generator
-            .forward(&x, &features, &Tensor::from_slice(&[1f32]))
-            .clamp(0.0, 1.0)
-    });
-    let whole = crate::image_io::from_tensor(&whole).unwrap();
-    assert!(worst_difference(&tiled, &whole) <= 1);
+    for model in [super::v1_model_path(), super::default_model_path()] {
+        let codec = Codec::load(&model).unwrap();
+        let add_ons = AddOns::bundled(&codec).unwrap();
+        let generator = &add_ons.realism().unwrap().generator;
+        assert_eq!(generator.config.noise, model != super::v1_model_path());
+        let (bytes, y_hat) = file_and_latent(&codec);
+        let (tiled, _) = decode_with(&codec, &add_ons, &bytes, Realism::Weight(1.0));
+        let whole_tile = crate::layout::Tile {
+            core: [0, 40, 0, 40],
+            padded: [0, 40, 0, 40],
+        };
+        let noise = tiles::NoiseGrid::new(40, 40).window(&whole_tile);
+        let whole = tch::no_grad(|| {
+            let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
+            generator
+                .forward(&x, &features, &Tensor::from_slice(&[1f32]), &noise)
+                .clamp(0.0, 1.0)
+        });
+        let whole = crate::image_io::from_tensor(&whole).unwrap();
+        assert!(worst_difference(&tiled, &whole) <= 1, "{}", model.display());
+    }
 }
 
 /// A 640×640 map with every level, in a pattern that differs across tile borders.
@@ -119,7 +129,11 @@ fn realism_map_tiles_are_seamless() {
     let whole = tch::no_grad(|| {
         let (x, features) = codec.net.synthesis.forward_with_features(&y_hat);
         let w = Tensor::from_slice(&map.weights(0, 0, 640, 640)).view([1, 1, 640, 640]);
-        generator.forward_map(&x, &features, &w).clamp(0.0, 1.0)
+        // The v1 generator has no noise inputs.
+        let noise = Tensor::zeros([1, 1, 1, 1], (tch::Kind::Float, tch::Device::Cpu));
+        generator
+            .forward_map(&x, &features, &w, &noise)
+            .clamp(0.0, 1.0)
     });
     let whole = crate::image_io::from_tensor(&whole).unwrap();
     assert!(worst_difference(&tiled, &whole) <= 1);

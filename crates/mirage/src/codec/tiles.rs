@@ -3,7 +3,7 @@
 use super::Codec;
 use crate::error::Result;
 use crate::layout::{padded, padded_tensor, padded_tensor_region, tiles_of, Tile, LATENT_STRIDE};
-use crate::model::realism::RealismGenerator;
+use crate::model::realism::{RealismGenerator, NOISE_STRIDE};
 use image::RgbImage;
 use mirage_format::realism_map::RealismMap;
 use tch::{Device, Kind, Tensor};
@@ -79,6 +79,11 @@ impl Codec {
             TILE_MARGIN
         };
         let tiles = tiles(yh, yw, margin);
+        // The generator's noise, drawn once for the whole latent grid (see NOISE_STRIDE).
+        let noise = realism
+            .filter(|(g, _)| g.config.noise)
+            .map(|_| NoiseGrid::new(yh, yw));
+        let noise = noise.as_ref();
         let workers = (tch::get_num_threads().max(1) as usize).min(tiles.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let done = std::sync::Mutex::new(vec![]);
@@ -93,7 +98,7 @@ impl Codec {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(tile) = tiles.get(i) else { break };
-                        let realism = realism.as_ref().map(|(g, weights)| (g, *weights));
+                        let realism = realism.as_ref().map(|(g, weights)| (g, *weights, noise));
                         let result = synthesize_tile(&net, realism, y_hat, m, yh, yw, tile);
                         done.lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -129,10 +134,11 @@ impl Codec {
     }
 }
 
-/// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin.
+/// One tile's core, `[3][th][tw]` floats, synthesized from the tile plus its margin
+/// (with `realism`: the generator, its weights, and its noise if it has noise inputs).
 pub(super) fn synthesize_tile(
     net: &crate::model::Synthesis,
-    realism: Option<(&RealismGenerator, &Weights)>,
+    realism: Option<(&RealismGenerator, &Weights, Option<&NoiseGrid>)>,
     y_hat: &[f32],
     m: usize,
     yh: usize,
@@ -151,13 +157,17 @@ pub(super) fn synthesize_tile(
     let out = tch::no_grad(|| {
         let y = Tensor::from_slice(&part).view([1, m as i64, h as i64, w as i64]);
         let s = LATENT_STRIDE as i64;
+        let noise = match realism.and_then(|(_, _, noise)| noise) {
+            Some(grid) => grid.window(tile),
+            None => Tensor::zeros([1, 1, 1, 1], (tch::Kind::Float, tch::Device::Cpu)),
+        };
         let x = match realism {
             None => net.forward(&y),
-            Some((generator, Weights::Uniform(w))) => {
+            Some((generator, Weights::Uniform(w), _)) => {
                 let (x_mse, features) = net.forward_with_features(&y);
-                generator.forward(&x_mse, &features, &Tensor::from_slice(&[*w]))
+                generator.forward(&x_mse, &features, &Tensor::from_slice(&[*w]), &noise)
             }
-            Some((generator, Weights::Map(map))) => {
+            Some((generator, Weights::Map(map), _)) => {
                 let (x_mse, features) = net.forward_with_features(&y);
                 // The map's weights for exactly this tile's pixels (margin included),
                 // computed from the global grid, so tiles agree where they overlap.
@@ -165,7 +175,7 @@ pub(super) fn synthesize_tile(
                 let (tw, th) = ((w * LATENT_STRIDE) as i64, (h * LATENT_STRIDE) as i64);
                 let weights = map.weights(x0, y0, tw as u32, th as u32);
                 let weights = Tensor::from_slice(&weights).view([1, 1, th, tw]);
-                generator.forward_map(&x_mse, &features, &weights)
+                generator.forward_map(&x_mse, &features, &weights, &noise)
             }
         };
         x.narrow(2, (y0 - py0) as i64 * s, (y1 - y0) as i64 * s)
@@ -173,6 +183,40 @@ pub(super) fn synthesize_tile(
             .contiguous()
     });
     Ok(Vec::<f32>::try_from(out.flatten(0, -1))?)
+}
+
+/// The realism generator's noise inputs for a whole image: one standard normal value
+/// per cell of the generator's grid (`NOISE_STRIDE` pixels), from a fixed seed, so a
+/// file decodes to the same pixels on every run and with any tiling.
+pub(super) struct NoiseGrid {
+    values: Vec<f32>,
+    width: usize,
+}
+
+/// The seed of the realism generator's noise. Fixed: the decode is a function of the
+/// file (and `w`), like every other decode.
+const REALISM_NOISE_SEED: u64 = 0x6d69_7261_6765;
+
+impl NoiseGrid {
+    pub(super) fn new(yh: usize, yw: usize) -> NoiseGrid {
+        let per_latent = LATENT_STRIDE / NOISE_STRIDE;
+        let (height, width) = (yh * per_latent, yw * per_latent);
+        NoiseGrid {
+            values: crate::noise::seeded_normal(height * width, REALISM_NOISE_SEED),
+            width,
+        }
+    }
+
+    /// The noise under a tile's padded window, `[1, 1, h, w]`.
+    pub(super) fn window(&self, tile: &Tile) -> Tensor {
+        let per_latent = LATENT_STRIDE / NOISE_STRIDE;
+        let [py0, py1, px0, px1] = tile.padded.map(|v| v * per_latent);
+        let mut part = Vec::with_capacity((py1 - py0) * (px1 - px0));
+        for y in py0..py1 {
+            part.extend_from_slice(&self.values[y * self.width + px0..y * self.width + px1]);
+        }
+        Tensor::from_slice(&part).view([1, 1, (py1 - py0) as i64, (px1 - px0) as i64])
+    }
 }
 
 /// The hallucination weights of a decode.
