@@ -9,6 +9,8 @@ use mirage::{Codec, RateTarget};
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 /// The v1 core and its bundled add-ons.
 fn codec() -> (Codec, AddOns) {
     let codec = Codec::load(&mirage::codec::v1_model_path()).expect("bundled model loads");
@@ -149,24 +151,9 @@ fn cli_auto_encode_info_and_thread_independent_decode() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.png");
     strokes_and_texture().save(&input).unwrap();
+    // The flow refiner and the ConHa predictor belong to the v1 core (models/v1).
     let run = |args: &[&str], threads: &str| {
-        // The decoder add-ons belong to the v1 core (models/v1).
-        let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .env(
-                "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../models/v1/hyperprior.safetensors"),
-            )
-            .args(["--threads", threads])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        common::run_with_model(&mirage::codec::v1_model_path(), args, threads)
     };
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let mrg = dir.path().join("a.mrg");

@@ -4,7 +4,8 @@
 use mirage::decoders::{Decoder, FlowSettings};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 fn sample() -> image::RgbImage {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
@@ -70,23 +71,9 @@ fn flow_decode_is_identical_with_one_and_two_threads() {
     let input = dir.path().join("in.png");
     img.save(&input).unwrap();
     let mrg = dir.path().join("a.mrg");
+    // The flow refiner and the ConHa predictor belong to the v1 core (models/v1).
     let run = |args: &[&str], threads: &str| {
-        // The decoder add-ons belong to the v1 core (models/v1).
-        let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
-            .env(
-                "MIRAGE_MODEL",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../models/v1/hyperprior.safetensors"),
-            )
-            .args(["--threads", threads])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_with_model(&mirage::codec::v1_model_path(), args, threads)
     };
     let s = |p: &Path| p.to_str().unwrap().to_string();
     run(&["encode", &s(&input), &s(&mrg), "--quality", "20"], "2");

@@ -6,7 +6,8 @@ use mirage::codec::default_realism_path;
 use mirage::decoders::{resolve_realism, suggest_realism, AddOns, Realism, RealismDecoder};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 fn sample() -> image::RgbImage {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
@@ -98,19 +99,7 @@ fn realism_decode_is_identical_with_one_and_two_threads() {
         let input =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png");
         let mrg = dir.path().join("a.mrg");
-        let run = |args: &[&str], threads: &str| {
-            let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
-                .env("MIRAGE_MODEL", &model)
-                .args(["--threads", threads])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str], threads: &str| common::run_with_model(&model, args, threads);
         let s = |p: &Path| p.to_str().unwrap().to_string();
         run(&["encode", &s(&input), &s(&mrg), "--quality", "20"], "2");
         let (one, two) = (dir.path().join("1.png"), dir.path().join("2.png"));
