@@ -107,6 +107,8 @@ pub(crate) enum DecoderChoice {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Precision {
+    /// bf16 where the CPU has AVX-512 BF16, else f32 (bf16 is ~10× slower without it).
+    Auto,
     F32,
     Bf16,
 }

@@ -8,6 +8,7 @@
 
 use crate::codec::{Analysis, Codec};
 use crate::model_file::id_hex;
+use crate::realism_measure::naturalness::NaturalnessModel;
 use crate::realism_measure::RealismMeasure;
 use anyhow::Result;
 use image::RgbImage;
@@ -282,5 +283,55 @@ impl SetMeasure for RealismSetMeasure {
             .measure()
             .distance_between(&as_tensor(originals), &as_tensor(decoded))?;
         Ok(vec![d.mfd, d.mkd])
+    }
+}
+
+/// The no-reference naturalness score (NIQE-like, `realism_measure::naturalness`) as a set
+/// measure: one row per image holding its score, and the set's value is the mean score
+/// of the decodes (the originals' own is printed beside it for scale).
+pub struct NaturalnessSetMeasure {
+    model: Mutex<NaturalnessModel>,
+}
+
+impl NaturalnessSetMeasure {
+    pub fn new(model: NaturalnessModel) -> NaturalnessSetMeasure {
+        NaturalnessSetMeasure {
+            model: Mutex::new(model),
+        }
+    }
+}
+
+impl SetMeasure for NaturalnessSetMeasure {
+    fn title(&self) -> String {
+        "Naturalness (no-reference, NIQE-like)".into()
+    }
+
+    fn description(&self) -> String {
+        "Naturalness: NIQE's recipe (generalised-Gaussian fits to locally normalised luma \
+         and neighbour products on 96×96 patches at two scales) against a Gaussian fitted on \
+         sharp patches of the training photos (models/naturalness.safetensors). It needs no \
+         reference and no network; lower is more natural. Blur, noise, blocking and strong \
+         periodic marks raise it (docs/realism-measure.md). The value is the mean over the \
+         decodes; `originals` is the originals' own mean."
+            .into()
+    }
+
+    fn columns(&self) -> Vec<String> {
+        vec!["naturalness".into(), "originals".into()]
+    }
+
+    fn features(&self, img: &RgbImage) -> Result<FeatureRows> {
+        let _torch = torch_lock();
+        let score = self
+            .model
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .score(img)?;
+        FeatureRows::new(1, vec![score])
+    }
+
+    fn distance(&self, originals: &FeatureRows, decoded: &FeatureRows) -> Result<Vec<f64>> {
+        let mean = |f: &FeatureRows| f.values.iter().sum::<f64>() / f.values.len().max(1) as f64;
+        Ok(vec![mean(decoded), mean(originals)])
     }
 }

@@ -28,7 +28,7 @@ pub fn condition_name(column: &Column) -> String {
 }
 
 /// Writes `out/<image>/original.png`, `out/<image>/<condition>.png` and `out/pool.toml`
-/// (every pair of conditions, and the bpp of each file). Refuses to touch an existing
+/// (the bpp of each file, and the rate setting of each image). Refuses to touch an existing
 /// pool unless `force`, since a study's votes refer to its files.
 pub fn write(
     codec: &Codec,
@@ -52,6 +52,8 @@ pub fn write(
     let names: Vec<String> = columns.iter().map(condition_name).collect();
     let mut toml = String::from("# Written by `mirage study pool`: every image encoded once at the target rate,\n# each condition a decode of that one file.\n");
     let _ = writeln!(toml, "# target: {target_bpp} bpp\n\n[bpp]");
+    // Each image's rate setting: `train predictor --votes` gives it to the predictor.
+    let mut rates = String::from("\n[rate]\n");
     let bar = crate::progress::bar((images.len() * columns.len()) as u64, "study decodes");
     for path in images {
         let original = read_image(path)?.image;
@@ -63,9 +65,10 @@ pub fn write(
         let dir = out.join(&stem);
         std::fs::create_dir_all(&dir)?;
         write_image(&original, &dir.join("original.png"), true)?;
-        let (bytes, _) = codec
+        let (bytes, report) = codec
             .compress(&original, RateTarget::Bpp(target_bpp))
             .with_context(|| path.display().to_string())?;
+        let _ = writeln!(rates, "\"{stem}\" = {}", report.rate);
         let pixels = (original.width() * original.height()) as f64;
         for (column, name) in columns.iter().zip(&names) {
             let (decoded, file_bytes) = column.decode(codec, add_ons, &original, &bytes)?;
@@ -79,6 +82,7 @@ pub fn write(
         }
     }
     bar.finish_and_clear();
+    toml.push_str(&rates);
     crate::image_io::write_atomically(&out.join("pool.toml"), toml.as_bytes(), true)?;
     Ok(())
 }

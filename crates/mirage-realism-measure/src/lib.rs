@@ -12,6 +12,8 @@
 //! - [`extractor`]: the network (a small CNN; its figure is in the module docs);
 //! - [`train`]: its self-supervised training (rotation + noise prediction) and export;
 //! - [`patches`]: the HiFiC patch protocol (256×256 grid plus a grid shifted by 128);
+//! - [`naturalness`]: a no-reference score in the manner of NIQE, for one image, which
+//!   needs no reference set (lower is more natural);
 //! - [`distance`]: Fréchet distance and unbiased kernel MMD² on feature sets;
 //! - [`validate`]: the checks that it rises with blur and JPEG and separates real
 //!   patches from reconstructions at equal PSNR (`docs/realism-measure.md`).
@@ -28,6 +30,7 @@
 pub mod distance;
 pub mod extractor;
 pub mod extractor_file;
+pub mod naturalness;
 pub mod patches;
 pub mod train;
 pub mod validate;

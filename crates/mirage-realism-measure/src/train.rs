@@ -156,7 +156,7 @@ pub fn train_extractor(o: &ExtractorTrainOptions) -> Result<()> {
 
     let mut vs = VarStore::new(Device::Cpu);
     // bf16 convolutions train about twice as fast here; the shipped measure runs in f32.
-    let net = Extractor::new(&vs.root(), ConvPrecision::Bf16);
+    let net = Extractor::new(&vs.root(), ConvPrecision::fastest_for_training());
     let heads = PretextHeads::new(&vs.root());
     let mut adam = Adam::new(&vs);
     let model_path = o.run_dir.join("model.safetensors");

@@ -9,8 +9,13 @@
 //!    should, and a nearest-mean classifier on the features, trained on half the images
 //!    and tested on the other half, should tell real patches from each kind;
 //! 4. the noise floor: the distance between two disjoint halves of the real patches
-//!    (even- and odd-numbered images).
+//!    (even- and odd-numbered images);
+//! 5. degradations labelled by construction at several strengths, for MFD and for the
+//!    no-reference naturalness score: Gaussian noise, a periodic grid of small marks (the
+//!    v1 generator's artifact, drawn synthetically: 2×2 dots every 16 px), and the decodes
+//!    of named realism generators at w = 1 beside their MSE decodes.
 
+use super::naturalness::NaturalnessModel;
 use super::{Distances, RealismMeasure};
 use crate::codec::{Codec, RateTarget};
 use crate::error::{MirageError, Result};
@@ -23,6 +28,18 @@ use tch::{Kind, Tensor};
 
 pub const BLUR_SIGMAS: [f64; 5] = [0.0, 0.5, 1.0, 2.0, 4.0];
 pub const JPEG_QUALITIES: [u8; 5] = [95, 75, 50, 25, 10];
+pub const NOISE_STDS: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
+pub const MARK_AMPLITUDES: [f64; 4] = [2.0, 4.0, 8.0, 16.0];
+/// The period of the synthetic marks: the v1 generator's (its ×16 latent grid).
+pub const MARK_PERIOD: u32 = 16;
+
+/// A realism generator whose decodes at w = 1 join the table, with its core's MSE
+/// decode of the same files.
+pub struct GeneratorSet<'a> {
+    pub label: String,
+    pub codec: &'a Codec,
+    pub generator: &'a mirage::decoders::RealismDecoder,
+}
 
 /// One line of the validation table.
 #[derive(Clone, Debug)]
@@ -32,6 +49,8 @@ pub struct Row {
     /// Mean PSNR of the degraded images against the originals (NaN for the floor).
     pub psnr: f64,
     pub distances: Distances,
+    /// Mean naturalness score of the degraded images (NaN when no model was given).
+    pub naturalness: f64,
     /// Held-out accuracy of the real-vs-degraded nearest-mean classifier, if run.
     pub probe_accuracy: Option<f64>,
 }
@@ -50,16 +69,18 @@ impl Validation {
     }
 
     pub fn csv(&self) -> String {
-        let mut s = String::from("test,setting,psnr_db,mfd,mkd_x1000,patches,probe_accuracy\n");
+        let mut s =
+            String::from("test,setting,psnr_db,mfd,mkd_x1000,naturalness,patches,probe_accuracy\n");
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{},{},{:.3},{:.4},{:.4},{},{}",
+                "{},{},{:.3},{:.4},{:.4},{:.4},{},{}",
                 r.test,
                 r.setting,
                 r.psnr,
                 r.distances.mfd,
                 r.distances.mkd,
+                r.naturalness,
                 r.distances.patches,
                 r.probe_accuracy
                     .map_or(String::new(), |a| format!("{a:.4}"))
@@ -71,12 +92,12 @@ impl Validation {
     /// The Markdown table and the checks.
     pub fn markdown_table(&self) -> String {
         let mut s = String::from(
-            "| test | setting | PSNR dB | MFD | MKD ×1000 | patches | probe accuracy |\n|---|---|---|---|---|---|---|\n",
+            "| test | setting | PSNR dB | MFD | MKD ×1000 | naturalness | patches | probe accuracy |\n|---|---|---|---|---|---|---|---|\n",
         );
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.3} | {:.3} | {} | {} |",
+                "| {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
                 r.test,
                 r.setting,
                 match r.psnr {
@@ -86,6 +107,11 @@ impl Validation {
                 },
                 r.distances.mfd,
                 r.distances.mkd,
+                if r.naturalness.is_nan() {
+                    "–".to_string()
+                } else {
+                    format!("{:.3}", r.naturalness)
+                },
                 r.distances.patches,
                 r.probe_accuracy
                     .map_or("–".to_string(), |a| format!("{:.1}%", 100.0 * a))
@@ -152,6 +178,19 @@ pub fn add_noise(img: &RgbImage, std: f64, seed: u64) -> RgbImage {
         let (u1, u2): (f64, f64) = (rng.gen(), rng.gen());
         let n = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
         *v = (*v as f64 + std * n).round().clamp(0.0, 255.0) as u8;
+    }
+    out
+}
+
+/// Adds a periodic grid of 2×2 dots, `amplitude` levels brighter, every `period` px.
+pub fn add_marks(img: &RgbImage, amplitude: f64, period: u32) -> RgbImage {
+    let mut out = img.clone();
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        if x % period < 2 && y % period < 2 {
+            for v in p.0.iter_mut() {
+                *v = (*v as f64 + amplitude).round().clamp(0.0, 255.0) as u8;
+            }
+        }
     }
     out
 }
@@ -273,8 +312,11 @@ fn probe_accuracy(real: &[Tensor], degraded: &[Tensor]) -> f64 {
 /// equal-PSNR group is tuned to; without it each image is tuned to 28 dB.
 pub fn validate(
     measure: &RealismMeasure,
+    naturalness: Option<&NaturalnessModel>,
     originals: &[RgbImage],
     mirage: Option<(&Codec, f64)>,
+    generators: &[GeneratorSet],
+    generator_bpp: f64,
 ) -> Result<Validation> {
     if originals.len() < 4 {
         return Err(MirageError::BadParameter(
@@ -288,7 +330,12 @@ pub fn validate(
             .collect()
     };
     let cat = |parts: &[Tensor]| Tensor::cat(parts, 0);
-    let bar = progress::bar(1 + 4 + 5 + 4 + 1, "validation sets");
+    let sets =
+        1 + 5 + 5 + 4 + 1 + 1 + NOISE_STDS.len() + MARK_AMPLITUDES.len() + 2 * generators.len();
+    let bar = progress::bar(sets as u64, "validation sets");
+    let natural_score = |images: &[RgbImage]| -> Result<f64> {
+        naturalness.map_or(Ok(f64::NAN), |m| m.mean_score(images))
+    };
     let real = per_image(originals);
     let real_all = cat(&real);
     bar.inc(1);
@@ -309,6 +356,7 @@ pub fn validate(
                 setting,
                 psnr: mean_psnr(originals, degraded)?,
                 distances,
+                naturalness: natural_score(degraded)?,
                 probe_accuracy,
             },
             feats,
@@ -432,20 +480,114 @@ pub fn validate(
         .collect();
     let floor = measure.distance_between(&cat(&even), &cat(&odd))?;
     bar.inc(1);
-    bar.finish_and_clear();
     rows.push(Row {
         test: "real vs real".into(),
         setting: "even vs odd images (noise floor)".into(),
         psnr: f64::NAN,
         distances: floor,
+        naturalness: f64::NAN,
         probe_accuracy: None,
     });
+
+    // 5. Strength series for the no-reference score (and MFD), each starting from the
+    // originals themselves.
+    let (original_row, _) = set_row("originals", "no change".into(), originals, false)?;
+    rows.push(original_row.clone());
+    let mut series = vec![original_row.clone()];
+    for (i, &std) in NOISE_STDS.iter().enumerate() {
+        let noisy: Vec<RgbImage> = originals
+            .iter()
+            .enumerate()
+            .map(|(k, img)| add_noise(img, std, (i * 1000 + k) as u64))
+            .collect();
+        series.push(set_row("noise", format!("std {std} levels"), &noisy, false)?.0);
+    }
+    checks.push(monotonic_check("Gaussian noise std 0 → 16", &series));
+    checks.extend(naturalness_check("Gaussian noise std 0 → 16", &series));
+    rows.extend(series.into_iter().skip(1));
+    let mut series = vec![original_row];
+    for &a in &MARK_AMPLITUDES {
+        let marked: Vec<RgbImage> = originals
+            .iter()
+            .map(|img| add_marks(img, a, MARK_PERIOD))
+            .collect();
+        series.push(
+            set_row(
+                "marks",
+                format!("2×2 dots every {MARK_PERIOD} px, +{a} levels"),
+                &marked,
+                false,
+            )?
+            .0,
+        );
+    }
+    checks.push(monotonic_check("periodic marks +0 → +16 levels", &series));
+    checks.extend(naturalness_check("periodic marks +0 → +16 levels", &series));
+    rows.extend(series.into_iter().skip(1));
+    for (label, decodes) in generator_decodes(originals, generators, generator_bpp)? {
+        rows.push(set_row("generator", label, &decodes, false)?.0);
+    }
+    bar.finish_and_clear();
+    // Blur and JPEG series for the naturalness score too.
+    for (test, what) in [
+        ("blur", "Gaussian blur σ 0 → 4"),
+        ("JPEG", "JPEG quality 95 → 10"),
+    ] {
+        let series: Vec<Row> = rows.iter().filter(|r| r.test == test).cloned().collect();
+        checks.extend(naturalness_check(what, &series));
+    }
     Ok(Validation {
         rows,
         checks,
         extractor_id: measure.extractor_id.clone(),
         images: originals.len(),
     })
+}
+
+/// Per generator, the MSE decodes and the w = 1 decodes of the same files.
+fn generator_decodes(
+    originals: &[RgbImage],
+    generators: &[GeneratorSet],
+    bpp: f64,
+) -> Result<Vec<(String, Vec<RgbImage>)>> {
+    let mut out = vec![];
+    for g in generators {
+        let (mut mse, mut realism) = (vec![], vec![]);
+        let decoder =
+            mirage::decoders::Decoder::Realism(g.generator, mirage::decoders::Realism::Weight(1.0));
+        for img in originals {
+            let (bytes, _) = g.codec.compress(img, RateTarget::Bpp(bpp))?;
+            mse.push(g.codec.decompress(&bytes)?.0);
+            realism.push(decoder.decompress(g.codec, &bytes)?.0);
+        }
+        out.push((format!("{}: MSE decode at {bpp} bpp", g.label), mse));
+        out.push((format!("{}: w = 1 at {bpp} bpp", g.label), realism));
+    }
+    Ok(out)
+}
+
+/// "pass"/"FAIL": the mean naturalness score rises with the strength (none without a model).
+fn naturalness_check(what: &str, series: &[Row]) -> Option<String> {
+    if series.iter().any(|r| r.naturalness.is_nan()) {
+        return None;
+    }
+    let rising = series
+        .windows(2)
+        .all(|w| w[1].naturalness > w[0].naturalness);
+    Some(format!(
+        "{} {what}: naturalness {} ({})",
+        if rising { "pass" } else { "FAIL" },
+        if rising {
+            "rises monotonically"
+        } else {
+            "does NOT rise monotonically"
+        },
+        series
+            .iter()
+            .map(|r| format!("{:.2}", r.naturalness))
+            .collect::<Vec<_>>()
+            .join(" → ")
+    ))
 }
 
 fn monotonic_check(what: &str, series: &[Row]) -> String {
@@ -513,6 +655,19 @@ same images), which is why the undistorted row is exactly 0 while the real-vs-re
 floor (different images, 96 patches each) is not: the floor says how far two halves of
 Kodak are from each other, the scale of a *content* difference, and is the yardstick
 for unpaired comparisons, not for the paired rows above it.
+
+## Naturalness: a no-reference score
+
+MFD needs a reference set and rewarded the v1 generator's marks as texture, so every
+table beside it also carries a **naturalness** score that needs neither a reference nor
+a network: NIQE's recipe (Mittal et al. 2013), written for Mirage
+(`crates/mirage-realism-measure/src/naturalness.rs`). Generalised-Gaussian fits to
+locally normalised luma and to the products of neighbouring values, on 96×96 patches at
+two scales (36 numbers a patch), are compared with a Gaussian of the same numbers on
+sharp patches of the training photos (`models/naturalness.safetensors`, fitted by
+`mirage realism fit-naturalness`; never on Kodak). Per image it is a Mahalanobis-like
+distance; the table gives the mean over images. **Lower is more natural**; it is
+unpaired, so the originals themselves score above zero.
 
 ## Validation on Kodak ({images} images, extractor `{id}`)
 

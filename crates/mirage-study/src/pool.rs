@@ -58,6 +58,10 @@ struct PoolConfig {
     pairs: Option<Vec<[String; 2]>>,
     #[serde(default)]
     bpp: BTreeMap<String, f64>,
+    /// The codec's rate setting per image, written by `mirage study pool` for
+    /// `mirage train predictor --votes`; the study app does not need it.
+    #[serde(default, rename = "rate")]
+    _rate: BTreeMap<String, f64>,
 }
 
 /// Names that appear in URLs, CSV files and the database: kept to a safe alphabet so

@@ -27,6 +27,9 @@ pub struct FlowTrainOptions {
     pub crop: u32,
     pub lr: f64,
     pub config: FlowConfig,
+    /// Start a new run from this shipped refiner (for example one made for an earlier
+    /// core: the residuals of two cores differ little, so it starts far ahead of noise).
+    pub init_from: Option<PathBuf>,
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
@@ -42,7 +45,7 @@ pub fn train(o: &FlowTrainOptions) -> Result<()> {
     let validation = data.validation_crops(256);
 
     let mut vs = VarStore::new(Device::Cpu);
-    let flow = FlowRefiner::new(&vs.root(), o.config, ConvPrecision::Bf16);
+    let flow = FlowRefiner::new(&vs.root(), o.config, ConvPrecision::fastest_for_training());
     let mut adam = Adam::new(&vs);
     let model_path = o.run_dir.join("flow.safetensors");
     let adam_path = o.run_dir.join("flow-adam.safetensors");
@@ -52,6 +55,14 @@ pub fn train(o: &FlowTrainOptions) -> Result<()> {
         eprintln!("resumed at step {}", adam.step);
         rng = StdRng::seed_from_u64(o.seed ^ adam.step as u64);
         tch::manual_seed(o.seed as i64 ^ adam.step);
+    } else if let Some(init) = &o.init_from {
+        let file = crate::model_file::DecoderFile::load(init, crate::model_file::FLOW_FORMAT_NAME)
+            .with_context(|| format!("loading {} to start from", init.display()))?;
+        if file.flow_config()?.channels != o.config.channels {
+            anyhow::bail!("{} has other widths than this run", init.display());
+        }
+        file.fill_warm_start(&vs, &|_| false)?;
+        eprintln!("new run from {}", init.display());
     }
     std::fs::write(
         o.run_dir.join("base_model"),

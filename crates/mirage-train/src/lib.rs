@@ -19,6 +19,7 @@ pub mod data;
 pub mod flow;
 pub mod predictor;
 pub mod realism;
+pub mod votes;
 
 use mirage::{image_io, progress};
 use mirage_nn::{model, model_file};

@@ -1,7 +1,8 @@
 //! `mirage train predictor`: the realism predictor (ConHa) learns, per 64×64 cell, the
 //! hallucination weight that balances fidelity against realism, from *proxy labels*
-//! computed on the training photos (never Kodak). No person has voted yet; when the
-//! study app has votes, they replace these labels (see docs/conha.md).
+//! computed on the training photos (never Kodak), from *pairwise votes* on a study pool
+//! of training photos (`--votes`, the Bradley–Terry loss of [`super::votes`]), or from
+//! both (`--proxy-weight` sets the labels' share). See docs/conha.md.
 //!
 //! ## The proxy label
 //!
@@ -26,6 +27,7 @@
 use super::adam::Adam;
 use super::data::Dataset;
 use super::realism::{generator_noise, sample_rate};
+use super::votes::Vote;
 use crate::model::layers::ConvPrecision;
 use crate::model::predictor::RealismPredictor;
 use crate::model::realism::RealismGenerator;
@@ -34,6 +36,7 @@ use crate::progress;
 use anyhow::{Context, Result};
 use mirage_format::realism_map::{RealismMap, CELL, LEVELS as MAP_LEVELS};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,7 +70,126 @@ pub struct PredictorTrainOptions {
     pub alpha: f64,
     /// Weight of the line-structure term (coherence × w).
     pub beta: f64,
+    /// Pairwise votes (`vote_campaign.py score` CSV) on the study pool `pool`, fitted with
+    /// the Bradley–Terry loss of [`super::votes`] beside (or instead of) the proxy labels.
+    pub votes: Option<(PathBuf, PathBuf)>,
+    /// Weight of the proxy-label loss; 0 trains on the votes alone (no labels computed).
+    pub proxy_weight: f64,
     pub seed: u64,
+}
+
+/// The votes, the pool images they refer to, and each image's rate setting.
+struct VoteData {
+    train: Vec<Vote>,
+    test: Vec<Vote>,
+    images: HashMap<String, image::RgbImage>,
+    rates: HashMap<String, f32>,
+    skipped: usize,
+}
+
+impl VoteData {
+    fn load(votes: &std::path::Path, pool: &std::path::Path) -> Result<VoteData> {
+        let set = super::votes::read_votes(votes)?;
+        if set.votes.is_empty() {
+            anyhow::bail!(
+                "{} has no vote between two constant weights (mirage-w…)",
+                votes.display()
+            );
+        }
+        if pool
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().contains("kodak"))
+            || set.votes.iter().any(|v| v.image.starts_with("kodim"))
+        {
+            anyhow::bail!("refusing to train on votes about Kodak: Kodak is the evaluation set");
+        }
+        let size = set.votes[0].size;
+        let rates = super::votes::pool_rates(pool)?;
+        let mut images = HashMap::new();
+        for v in &set.votes {
+            if v.size != size || !v.size.is_multiple_of(CELL) {
+                anyhow::bail!(
+                    "every voted crop must have the same size, a multiple of {CELL} (got {} and {size})",
+                    v.size
+                );
+            }
+            if !rates.contains_key(&v.image) {
+                anyhow::bail!("the pool's pool.toml has no rate for {}", v.image);
+            }
+            if !images.contains_key(&v.image) {
+                let path = pool.join(&v.image).join("original.png");
+                let img = crate::image_io::read_image(&path)
+                    .with_context(|| format!("the pool image {}", path.display()))?
+                    .image;
+                images.insert(v.image.clone(), img);
+            }
+            let img = &images[&v.image];
+            if v.x0 + v.size > img.width() || v.y0 + v.size > img.height() {
+                anyhow::bail!("a vote's crop lies outside {}", v.image);
+            }
+        }
+        let held = super::votes::held_out_images(&set.votes);
+        let (test, train) = set.votes.into_iter().partition(|v| held.contains(&v.image));
+        Ok(VoteData {
+            train,
+            test,
+            images,
+            rates,
+            skipped: set.skipped,
+        })
+    }
+
+    /// Inputs of some votes' crops: pixels `[B, 3, S, S]` and rate inputs `[B]`.
+    fn inputs(&self, votes: &[&Vote]) -> (Tensor, Tensor) {
+        let x = Tensor::cat(
+            &votes
+                .iter()
+                .map(|v| crop_tensor(&self.images[&v.image], v.x0, v.y0, v.size))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        let rate: Vec<f32> = votes
+            .iter()
+            .map(|v| self.rates[&v.image] / (LEVELS - 1) as f32)
+            .collect();
+        (x, Tensor::from_slice(&rate))
+    }
+
+    /// The predicted ŵ (mean of the map over the crop) of each vote.
+    fn predicted(&self, predictor: &RealismPredictor, votes: &[&Vote]) -> Tensor {
+        let (x, rate) = self.inputs(votes);
+        predictor
+            .forward(&x, &rate)
+            .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+    }
+
+    /// Held-out agreement of the predictor and of the best constant on the training votes.
+    fn report(&self, predictor: &RealismPredictor) -> String {
+        let train: Vec<&Vote> = self.train.iter().collect();
+        let test: Vec<&Vote> = self.test.iter().collect();
+        let constant = super::votes::best_constant(&train);
+        let (mut by_map, mut by_constant) = (0.0, 0.0);
+        for chunk in test.chunks(16) {
+            let w = Vec::<f32>::try_from(tch::no_grad(|| self.predicted(predictor, chunk)))
+                .unwrap_or_default();
+            for (v, &w) in chunk.iter().zip(&w) {
+                by_map += super::votes::agrees(w, v);
+                by_constant += super::votes::agrees(constant, v);
+            }
+        }
+        let n = test.len().max(1) as f64;
+        let images: std::collections::BTreeSet<&str> =
+            test.iter().map(|v| v.image.as_str()).collect();
+        format!(
+            "Votes: {} for training, {} held out (on {} images: every fifth voted image), {} skipped (a side was not a constant weight).\n\n| predictor | held-out votes it agrees with |\n|---|---|\n| ConHa predictor (mean of its map over the crop) | {:.1} % |\n| best constant on the training votes (w = {constant:.3}) | {:.1} % |\n",
+            train.len(),
+            test.len(),
+            images.len(),
+            self.skipped,
+            100.0 * by_map / n,
+            100.0 * by_constant / n,
+        )
+    }
 }
 
 /// A labelled crop: where it is, its rate, and the two terms for every cell and level.
@@ -380,6 +502,98 @@ impl PredictorTrainOptions {
 pub fn train(o: &PredictorTrainOptions) -> Result<String> {
     std::fs::create_dir_all(&o.run_dir)?;
     tch::manual_seed(o.seed as i64);
+    let votes = match &o.votes {
+        Some((votes, pool)) => Some(VoteData::load(votes, pool)?),
+        None => None,
+    };
+    if votes.is_none() && o.proxy_weight <= 0.0 {
+        anyhow::bail!("with --proxy-weight 0 the predictor needs --votes to learn from");
+    }
+    let proxy = if o.proxy_weight > 0.0 {
+        Some(proxy_labels(o)?)
+    } else {
+        None
+    };
+
+    let vs = VarStore::new(Device::Cpu);
+    let predictor = RealismPredictor::new(&vs.root());
+    let mut adam = Adam::new(&vs);
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    let bar = progress::bar(o.steps as u64, "training predictor");
+    let mut log = super::open_log(&o.run_dir.join("log.csv"), "step,loss")?;
+    let mut acc = 0.0;
+    while adam.step < o.steps {
+        let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        if let Some((data, crops, _)) = &proxy {
+            let train: Vec<&LabelledCrop> = crops.iter().filter(|c| !held_out(c.image)).collect();
+            let picked: Vec<&LabelledCrop> = (0..o.batch)
+                .map(|_| train[rng.gen_range(0..train.len())])
+                .collect();
+            let (x, rate, target) = batch(data, &picked, o);
+            loss += (predictor.forward(&x, &rate) - target)
+                .square()
+                .mean(Kind::Float)
+                * o.proxy_weight;
+        }
+        if let Some(v) = &votes {
+            let picked: Vec<&Vote> = (0..o.batch)
+                .map(|_| &v.train[rng.gen_range(0..v.train.len())])
+                .collect();
+            let weight = |f: fn(&Vote) -> f32| {
+                Tensor::from_slice(&picked.iter().map(|v| f(v)).collect::<Vec<f32>>())
+            };
+            let pred = v.predicted(&predictor, &picked);
+            loss += super::votes::bradley_terry_loss(
+                &pred,
+                &weight(|v| v.winner_w),
+                &weight(|v| v.loser_w),
+            );
+        }
+        adam.zero_grad();
+        loss.backward();
+        // Cosine decay: a small network on a fixed label set, trained to convergence.
+        let progress = adam.step as f64 / o.steps as f64;
+        adam.update(o.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+        acc += loss.double_value(&[]);
+        bar.inc(1);
+        if adam.step % 100 == 0 {
+            writeln!(log, "{},{:.5}", adam.step, acc / 100.0)?;
+            bar.set_message(format!("loss {:.4}", acc / 100.0));
+            acc = 0.0;
+        }
+    }
+    bar.finish();
+    super::save_atomically(&vs, &o.run_dir.join("predictor.safetensors"))?;
+    let mut report = String::new();
+    if let Some((data, crops, _)) = &proxy {
+        let (train, test): (Vec<&LabelledCrop>, Vec<&LabelledCrop>) =
+            crops.iter().partition(|c| !held_out(c.image));
+        report += &evaluate(&predictor, data, &train, &test, o);
+        std::fs::write(
+            o.run_dir.join("fixed_level"),
+            format!("{}\n", best_constant_level(&train, o.objective())),
+        )?;
+    }
+    if let Some(v) = &votes {
+        if !report.is_empty() {
+            report.push('\n');
+        }
+        report += &v.report(&predictor);
+        if proxy.is_none() {
+            // ConHa-fixed from the votes: the level nearest the best constant.
+            let w = super::votes::best_constant(&v.train.iter().collect::<Vec<_>>());
+            std::fs::write(
+                o.run_dir.join("fixed_level"),
+                format!("{}\n", RealismMap::level(w)),
+            )?;
+        }
+    }
+    std::fs::write(o.run_dir.join("evaluation.md"), &report)?;
+    Ok(report)
+}
+
+/// The training photos and their proxy-labelled crops (computed, or read from the cache).
+fn proxy_labels(o: &PredictorTrainOptions) -> Result<(Dataset, Vec<LabelledCrop>, String)> {
     eprintln!("loading training images from {}", o.data.display());
     let data = Dataset::load(&o.data, o.crop)?;
     let generator_id = crate::model_file::id_hex(&crate::model_file::model_id(
@@ -402,46 +616,7 @@ pub fn train(o: &PredictorTrainOptions) -> Result<String> {
             crop.coherence = c[i * cells..(i + 1) * cells].to_vec();
         }
     }
-    let (train, test): (Vec<&LabelledCrop>, Vec<&LabelledCrop>) =
-        crops.iter().partition(|c| !held_out(c.image));
-
-    let vs = VarStore::new(Device::Cpu);
-    let predictor = RealismPredictor::new(&vs.root());
-    let mut adam = Adam::new(&vs);
-    let mut rng = StdRng::seed_from_u64(o.seed);
-    let bar = progress::bar(o.steps as u64, "training predictor");
-    let mut log = super::open_log(&o.run_dir.join("log.csv"), "step,loss")?;
-    let mut acc = 0.0;
-    while adam.step < o.steps {
-        let picked: Vec<&LabelledCrop> = (0..o.batch)
-            .map(|_| train[rng.gen_range(0..train.len())])
-            .collect();
-        let (x, rate, target) = batch(&data, &picked, o);
-        let loss = (predictor.forward(&x, &rate) - target)
-            .square()
-            .mean(Kind::Float);
-        adam.zero_grad();
-        loss.backward();
-        // Cosine decay: a small network on a fixed label set, trained to convergence.
-        let progress = adam.step as f64 / o.steps as f64;
-        adam.update(o.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
-        acc += loss.double_value(&[]);
-        bar.inc(1);
-        if adam.step % 100 == 0 {
-            writeln!(log, "{},{:.5}", adam.step, acc / 100.0)?;
-            bar.set_message(format!("loss {:.4}", acc / 100.0));
-            acc = 0.0;
-        }
-    }
-    bar.finish();
-    super::save_atomically(&vs, &o.run_dir.join("predictor.safetensors"))?;
-    let report = evaluate(&predictor, &data, &train, &test, o);
-    std::fs::write(o.run_dir.join("evaluation.md"), &report)?;
-    std::fs::write(
-        o.run_dir.join("fixed_level"),
-        format!("{}\n", best_constant_level(&train, o.objective())),
-    )?;
-    Ok(report)
+    Ok((data, crops, generator_id))
 }
 
 /// The single level with the least mean cost over the training cells: "ConHa-fixed".
@@ -583,4 +758,98 @@ fn evaluate(
         &crop_fixed,
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+    use rand::Rng;
+
+    /// Synthetic votes whose answer is known: on smooth images the lower weight of a
+    /// pair always wins, on busy texture the higher one. A predictor trained on the votes
+    /// alone must learn to tell the two apart, on images it never saw.
+    #[test]
+    fn the_predictor_learns_from_synthetic_votes_whose_answer_is_known() {
+        let dir =
+            std::env::temp_dir().join(format!("mirage-synthetic-votes-{}", std::process::id()));
+        let pool = dir.join("pool");
+        let mut rng = StdRng::seed_from_u64(7);
+        let smooth = |rng: &mut StdRng| {
+            let (a, b) = (rng.gen_range(40.0..200.0), rng.gen_range(-0.3..0.3));
+            RgbImage::from_fn(192, 192, move |x, y| {
+                let v = (a + b * x as f64 + 0.1 * y as f64) as u8;
+                Rgb([v, v, v / 2])
+            })
+        };
+        let busy = |rng: &mut StdRng| {
+            let mut img = RgbImage::new(192, 192);
+            for p in img.pixels_mut() {
+                let v: u8 = rng.gen();
+                *p = Rgb([v, v / 2 + 60, 255 - v]);
+            }
+            img
+        };
+        let weights = [0.0f32, 1.0 / 3.0, 2.0 / 3.0, 1.0];
+        let mut csv = String::from("image,crop_x,crop_y,crop_w,crop_h,winner,loser\n");
+        let mut toml = String::from("[rate]\n");
+        for i in 0..20 {
+            let textured = i % 2 == 1;
+            let name = format!("img{i:02}");
+            std::fs::create_dir_all(pool.join(&name)).unwrap();
+            let img = if textured {
+                busy(&mut rng)
+            } else {
+                smooth(&mut rng)
+            };
+            img.save(pool.join(&name).join("original.png")).unwrap();
+            toml += &format!("\"{name}\" = {}\n", rng.gen_range(0.0..3.0));
+            for _ in 0..12 {
+                let (x0, y0) = (rng.gen_range(0..=64), rng.gen_range(0..=64));
+                let a = weights[rng.gen_range(0..4)];
+                let b = weights[rng.gen_range(0..4)];
+                if a == b {
+                    continue;
+                }
+                let (winner, loser) = if (a > b) == textured { (a, b) } else { (b, a) };
+                csv += &format!("{name},{x0},{y0},128,128,mirage-w{winner},mirage-w{loser}\n");
+            }
+        }
+        std::fs::write(pool.join("pool.toml"), toml).unwrap();
+        let votes = dir.join("votes.csv");
+        std::fs::write(&votes, csv).unwrap();
+        let o = PredictorTrainOptions {
+            data: dir.join("unused"),
+            base_model: dir.join("unused"),
+            realism_model: dir.join("unused"),
+            run_dir: dir.join("run"),
+            crops_per_image: 0,
+            crop: 128,
+            steps: 300,
+            batch: 8,
+            lr: 3e-4,
+            alpha: DEFAULT_ALPHA,
+            beta: DEFAULT_BETA,
+            votes: Some((votes.clone(), pool.clone())),
+            proxy_weight: 0.0,
+            seed: 1,
+        };
+        let report = train(&o).unwrap();
+        eprintln!("{report}");
+        // Held-out agreement: the map must beat the best constant by a wide margin (a
+        // constant can only be right on one kind of image).
+        let percent = |row: &str| -> f64 {
+            let line = report.lines().find(|l| l.contains(row)).unwrap();
+            line.rsplit('|')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_end_matches(" %")
+                .parse()
+                .unwrap()
+        };
+        let (map, constant) = (percent("ConHa predictor"), percent("best constant"));
+        assert!(map > 90.0 && map > constant + 25.0, "{report}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

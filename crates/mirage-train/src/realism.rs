@@ -157,9 +157,14 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     let validation = data.validation_crops(256);
 
     let g_vs = VarStore::new(Device::Cpu);
-    let generator = RealismGenerator::new(&g_vs.root(), config, ConvPrecision::Bf16);
+    let generator =
+        RealismGenerator::new(&g_vs.root(), config, ConvPrecision::fastest_for_training());
     let d_vs = VarStore::new(Device::Cpu);
-    let discriminator = Discriminator::new(&d_vs.root(), base.config.m, ConvPrecision::Bf16);
+    let discriminator = Discriminator::new(
+        &d_vs.root(),
+        base.config.m,
+        ConvPrecision::fastest_for_training(),
+    );
     let mut g_adam = Adam::with_betas(&g_vs, 0.5, 0.999);
     let mut d_adam = Adam::with_betas(&d_vs, 0.5, 0.999);
     let paths = |name: &str| o.run_dir.join(format!("{name}.safetensors"));

@@ -113,10 +113,20 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
                     ("MKD ×1000".to_string(), d.mkd),
                 ])
             };
+            let naturalness =
+                mirage_realism_measure::naturalness::NaturalnessModel::load_default().ok();
+            let natural = |_: &[image::RgbImage], test: &[image::RgbImage]| {
+                let m = naturalness.as_ref().context("no naturalness model")?;
+                Ok(vec![("naturalness".to_string(), m.mean_score(test)?)])
+            };
             let mut measures: Vec<bench::SetMeasure> = vec![];
             match &measure {
                 Some(_) => measures.push(&realism),
                 None => eprintln!("mirage: note: no realism extractor; MFD/MKD columns omitted"),
+            }
+            match &naturalness {
+                Some(_) => measures.push(&natural),
+                None => eprintln!("mirage: note: no naturalness model; its column is omitted"),
             }
             let table = bench::run_decoders(
                 &codec,

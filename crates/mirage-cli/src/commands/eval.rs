@@ -4,7 +4,7 @@ use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{Context, Result};
 use clap::Args;
-use mirage_cli::evaluation::{MirageUnderTest, RealismSetMeasure};
+use mirage_cli::evaluation::{MirageUnderTest, NaturalnessSetMeasure, RealismSetMeasure};
 use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions, SetMeasure};
 use mirage_realism_measure::{default_extractor_path, RealismMeasure};
 use std::path::PathBuf;
@@ -179,8 +179,17 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
                 })?;
                 Some(RealismSetMeasure::new(measure))
             };
-            let set_measures: Vec<&dyn SetMeasure> =
+            let naturalness = if no_realism {
+                None
+            } else {
+                let path = mirage_realism_measure::naturalness::default_model_path();
+                let model = mirage_realism_measure::naturalness::NaturalnessModel::load(&path)
+                    .context("the naturalness model (or pass --no-realism)")?;
+                Some(NaturalnessSetMeasure::new(model))
+            };
+            let mut set_measures: Vec<&dyn SetMeasure> =
                 realism.iter().map(|m| m as &dyn SetMeasure).collect();
+            set_measures.extend(naturalness.iter().map(|m| m as &dyn SetMeasure));
             let start = std::time::Instant::now();
             let report = suite::run(&under_test, &paths, &set_measures, &options)?;
             for path in report.write_all(&out_dir)? {

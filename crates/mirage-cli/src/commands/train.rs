@@ -44,7 +44,7 @@ pub(crate) enum TrainCommand {
         /// On resume, fit the density network to the --init-from model's tables again.
         #[arg(long)]
         refit_prior: bool,
-        #[arg(long, value_enum, default_value = "bf16")]
+        #[arg(long, value_enum, default_value = "auto")]
         precision: Precision,
         #[arg(long, default_value_t = 250)]
         checkpoint_every: i64,
@@ -113,6 +113,9 @@ pub(crate) enum TrainCommand {
         lr: f64,
         #[arg(long, default_value_t = 48)]
         channels: i64,
+        /// Start a new run from this shipped refiner (for example models/v1/flow.safetensors).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         #[arg(long, default_value_t = 250)]
         checkpoint_every: i64,
         #[arg(long, default_value_t = 500)]
@@ -136,14 +139,26 @@ pub(crate) enum TrainCommand {
         steps: i64,
         #[arg(long, default_value_t = 16)]
         batch: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f64,
+        /// Learning rate (default 1e-3 on proxy labels, 3e-4 with --votes: the vote loss
+        /// saturates the predictor's sigmoid at higher rates).
+        #[arg(long)]
+        lr: Option<f64>,
         /// Weight of the realism term against the fidelity term of the proxy label.
         #[arg(long, default_value_t = mirage_train::predictor::DEFAULT_ALPHA)]
         alpha: f64,
         /// Weight of the line-structure term (straight edges, strokes: less w).
         #[arg(long, default_value_t = mirage_train::predictor::DEFAULT_BETA)]
         beta: f64,
+        /// Pairwise votes to learn from (the CSV of `vote_campaign.py score`), on the
+        /// study pool given by --pool; fitted with a Bradley–Terry loss.
+        #[arg(long, requires = "pool")]
+        votes: Option<PathBuf>,
+        /// The study pool the votes were cast on (its originals and pool.toml).
+        #[arg(long, requires = "votes")]
+        pool: Option<PathBuf>,
+        /// Weight of the proxy-label loss beside the votes; 0 learns from the votes alone.
+        #[arg(long, default_value_t = 1.0)]
+        proxy_weight: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -209,6 +224,9 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             lr,
             alpha,
             beta,
+            votes,
+            pool,
+            proxy_weight,
             seed,
         } => {
             let o = mirage_train::predictor::PredictorTrainOptions {
@@ -223,9 +241,11 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 crop,
                 steps,
                 batch,
-                lr,
+                lr: lr.unwrap_or(if votes.is_some() { 3e-4 } else { 1e-3 }),
                 alpha,
                 beta,
+                votes: votes.zip(pool),
+                proxy_weight,
                 seed,
             };
             print!("{}", mirage_train::predictor::train(&o)?);
@@ -260,6 +280,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             init_from,
             refit_prior,
             precision: match precision {
+                Precision::Auto => ConvPrecision::fastest_for_training(),
                 Precision::F32 => ConvPrecision::F32,
                 Precision::Bf16 => ConvPrecision::Bf16,
             },
@@ -275,6 +296,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             crop,
             lr,
             channels,
+            init_from,
             checkpoint_every,
             validate_every,
             seed,
@@ -287,6 +309,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             crop,
             lr,
             config: mirage_nn::model::flow::FlowConfig { channels },
+            init_from,
             checkpoint_every,
             validate_every,
             seed,

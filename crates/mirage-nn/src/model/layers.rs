@@ -7,13 +7,26 @@ use tch::{nn, Kind, Tensor};
 
 /// Precision used for the convolutions' arithmetic.
 ///
-/// On this machine's CPU (AVX-512 with BF16) bf16 convolutions run about twice as fast
+/// On a CPU with AVX-512 BF16 instructions, bf16 convolutions run about twice as fast
 /// as f32. libtorch's `autocast` is CUDA-only, so the cast is done by hand, per layer;
 /// everything that is not a convolution (GDN, likelihoods, losses) stays in f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPrecision {
     F32,
     Bf16,
+}
+
+impl ConvPrecision {
+    /// The faster precision for training on this CPU: bf16 only where the CPU has
+    /// AVX-512 BF16. Elsewhere (an AVX2-only CPU, for one) libtorch falls back to a
+    /// scalar bf16 GEMM and a training step is about ten times slower than in f32.
+    pub fn fastest_for_training() -> ConvPrecision {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            return ConvPrecision::Bf16;
+        }
+        ConvPrecision::F32
+    }
 }
 
 /// A 2-D convolution, or a transposed ("up") one, with "same"-style padding so that a
