@@ -3,7 +3,7 @@
 //! told otherwise, and the predictor only works with the model it was trained for.
 
 use mirage::codec::attach_realism_map;
-use mirage::conha::{default_predictor_path, Predictor};
+use mirage::conha::Predictor;
 use mirage::decoders::{AddOns, Realism};
 use mirage::{Codec, RateTarget};
 use std::path::Path;
@@ -115,7 +115,10 @@ fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
 
 #[test]
 fn a_predictor_for_another_model_is_refused() {
-    let bytes = std::fs::read(default_predictor_path()).unwrap();
+    let bytes = std::fs::read(mirage::codec::v1_add_on_path(
+        "realism-predictor.safetensors",
+    ))
+    .unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mut metadata = meta.metadata().clone().unwrap();
     metadata.insert("base_model".into(), "0123456789abcdef".into());

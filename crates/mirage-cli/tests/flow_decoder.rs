@@ -22,7 +22,14 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn flow_decode_is_seeded_and_refines_the_mse_decode() {
-    let codec = Codec::load(&mirage::codec::v1_model_path()).unwrap();
+    // Each bundled core has its own refiner: v1's and the current one's.
+    for core in [mirage::codec::v1_model_path(), mirage::codec::default_model_path()] {
+        check_flow_decode(&core);
+    }
+}
+
+fn check_flow_decode(core: &Path) {
+    let codec = Codec::load(core).unwrap();
     let add_ons = mirage::AddOns::bundled(&codec).unwrap();
     let flow = add_ons.flow().expect("the flow model is bundled");
     let img = sample();

@@ -314,6 +314,11 @@ impl DecoderFile {
     pub fn fill_warm_start(&self, vs: &VarStore, is_new: &dyn Fn(&str) -> bool) -> Result<()> {
         fill_variables(&self.tensors, vs, is_new)
     }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 type Tensors = HashMap<String, (Vec<i64>, Vec<f32>)>;

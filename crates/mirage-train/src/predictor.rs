@@ -150,7 +150,9 @@ impl VoteData {
         );
         let rate: Vec<f32> = votes
             .iter()
-            .map(|v| self.rates[&v.image] / (LEVELS - 1) as f32)
+            // The pool stores the codec's rate setting (0..=RATE_MAX), which the
+            // predictor sees scaled to [0, 1], as at the encoder.
+            .map(|v| self.rates[&v.image] / mirage_format::RATE_MAX as f32)
             .collect();
         (x, Tensor::from_slice(&rate))
     }
@@ -803,7 +805,7 @@ mod tests {
                 smooth(&mut rng)
             };
             img.save(pool.join(&name).join("original.png")).unwrap();
-            toml += &format!("\"{name}\" = {}\n", rng.gen_range(0.0..3.0));
+            toml += &format!("\"{name}\" = {}\n", rng.gen_range(0..=1000));
             for _ in 0..12 {
                 let (x0, y0) = (rng.gen_range(0..=64), rng.gen_range(0..=64));
                 let a = weights[rng.gen_range(0..4)];

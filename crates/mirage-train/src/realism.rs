@@ -22,7 +22,11 @@
 //! layer weighted equally. It stands in for LPIPS, which needs pretrained VGG/AlexNet
 //! weights that do not exist here; it is a learned perceptual distance that needs no
 //! download, and it steadies the adversarial game. The discriminator uses the hinge
-//! loss. A run directory holds `generator.safetensors`, `discriminator.safetensors`,
+//! loss. Two stabilisers of the anchors are options: `--scales 2` adds a second
+//! discriminator on 2×-downsampled images and latents (multi-scale, as in pix2pixHD),
+//! whose features join the feature matching; `--r1-gamma γ` adds the R1 penalty
+//! (Mescheder et al. 2018) `γ/2 · E‖∇ₓD(x)‖²` on real images, summed over the scales,
+//! computed lazily every fourth step. A run directory holds `generator.safetensors`, `discriminator.safetensors`,
 //! their Adam states, `log.csv` and `validation.csv`; re-running resumes.
 
 use super::adam::Adam;
@@ -57,10 +61,20 @@ pub struct RealismTrainOptions {
     /// A shipped generator to start from when the run directory is new (a warm start;
     /// its noise gains, if it has none, start at zero).
     pub init_from: Option<PathBuf>,
+    /// R1 gradient penalty on real images, `γ/2 · E‖∇D(x)‖²` (0: off), applied every
+    /// [`R1_EVERY`] steps with the weight scaled up to match (lazy regularisation).
+    pub r1_gamma: f64,
+    /// Discriminator scales: 1, or 2 for a second one on 2×-downsampled images.
+    pub scales: usize,
+    /// Discriminator-only steps at the start of a new run (for a warm-started generator).
+    pub d_warmup: i64,
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
 }
+
+/// Lazy R1: the penalty is computed on one step in this many.
+pub const R1_EVERY: i64 = 4;
 
 /// The rate setting of a training image: 70 % in the lower half of the range.
 pub(crate) fn sample_rate(rng: &mut impl Rng) -> f32 {
@@ -165,6 +179,30 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         base.config.m,
         ConvPrecision::fastest_for_training(),
     );
+    // The multi-scale discriminator (pix2pixHD, HiFiC's successors): a second one sees
+    // the images and the latent at half resolution, so its patches span 32 pixels and
+    // judge larger structure; it shares the Adam state of the first (one VarStore).
+    if !(1..=2).contains(&o.scales) {
+        anyhow::bail!("--scales must be 1 or 2");
+    }
+    let coarse = (o.scales == 2).then(|| {
+        Discriminator::new(
+            &(d_vs.root() / "coarse"),
+            base.config.m,
+            ConvPrecision::fastest_for_training(),
+        )
+    });
+    let discriminate = |x: &Tensor, y_hat: &Tensor| -> (Vec<Tensor>, Vec<Tensor>) {
+        let (logits, mut features) = discriminator.forward(x, y_hat);
+        let mut all = vec![logits];
+        if let Some(c) = &coarse {
+            let half = |t: &Tensor| t.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None);
+            let (l, f) = c.forward(&half(x), &half(y_hat));
+            all.push(l);
+            features.extend(f);
+        }
+        (all, features)
+    };
     let mut g_adam = Adam::with_betas(&g_vs, 0.5, 0.999);
     let mut d_adam = Adam::with_betas(&d_vs, 0.5, 0.999);
     let paths = |name: &str| o.run_dir.join(format!("{name}.safetensors"));
@@ -190,7 +228,10 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         {
             anyhow::bail!("{} has other widths than this run", init.display());
         }
-        file.fill_warm_start(&g_vs, &|name| name.ends_with("noise_gain"))?;
+        // A v1 file has no noise gains: those start at zero (the v1 generator exactly).
+        file.fill_warm_start(&g_vs, &|name| {
+            name.ends_with("noise_gain") && !file.has_tensor(name)
+        })?;
         eprintln!("new run from {}", init.display());
     }
     std::fs::write(
@@ -214,6 +255,12 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     let start = Instant::now();
     let mut acc = [0f64; 7];
     let mut acc_n = 0;
+    // A warm-started generator meets fresh discriminators: train them alone first, so
+    // their first, random gradients do not undo what the generator had learnt.
+    let mut warmup_left = if g_adam.step == 0 { o.d_warmup } else { 0 };
+    if warmup_left > 0 {
+        eprintln!("{warmup_left} discriminator-only steps first");
+    }
     while g_adam.step < o.steps {
         let x = data.batch(&mut rng, o.batch, o.crop);
         let rates: Vec<f32> = (0..o.batch).map(|_| sample_rate(&mut rng)).collect();
@@ -230,18 +277,45 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         // by the same random offset off the latent grid (the wrapped seam is in both).
         let shift = [rng.gen_range(0..16i64), rng.gen_range(0..16i64)];
         let off_grid = |t: &Tensor| t.roll(&shift[..], &[2i64, 3][..]);
-        let (d_real, real_features) = discriminator.forward(&off_grid(&x), &y_hat);
-        let (d_fake, _) = discriminator.forward(&off_grid(&x_hat.detach()), &y_hat);
-        let d_loss =
-            (-&d_real + 1.0).relu().mean(Kind::Float) + (&d_fake + 1.0).relu().mean(Kind::Float);
+        let real_in = off_grid(&x).detach().set_requires_grad(o.r1_gamma > 0.0);
+        let (d_reals, real_features) = discriminate(&real_in, &y_hat);
+        let (d_fakes, _) = discriminate(&off_grid(&x_hat.detach()), &y_hat);
+        let mut d_loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        for (r, f) in d_reals.iter().zip(&d_fakes) {
+            d_loss += (-r + 1.0).relu().mean(Kind::Float) + (f + 1.0).relu().mean(Kind::Float);
+        }
+        if o.r1_gamma > 0.0 && g_adam.step % R1_EVERY == 0 {
+            let total = d_reals
+                .iter()
+                .map(|r| r.sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+            let grad = Tensor::run_backward(&[total], &[&real_in], true, true).remove(0);
+            let r1 = grad
+                .square()
+                .sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                .mean(Kind::Float);
+            d_loss += r1 * (0.5 * o.r1_gamma * R1_EVERY as f64);
+        }
+        let (d_real, d_fake) = (&d_reals[0], &d_fakes[0]);
         d_adam.zero_grad();
         d_loss.backward();
         d_adam.clip_grad_norm(10.0);
         d_adam.update(o.lr);
 
+        if warmup_left > 0 {
+            warmup_left -= 1;
+            continue;
+        }
+
         // Generator: distortion for all, realism terms weighted by w.
-        let (g_fake, fake_features) = discriminator.forward(&off_grid(&x_hat), &y_hat);
-        let adv = -g_fake.mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let (g_fakes, fake_features) = discriminate(&off_grid(&x_hat), &y_hat);
+        let adv = g_fakes
+            .iter()
+            .map(|g| -g.mean_dim(&[1i64, 2, 3][..], false, Kind::Float))
+            .fold(
+                Tensor::zeros([o.batch as i64], (Kind::Float, Device::Cpu)),
+                |a, b| a + b,
+            );
         let fm = feature_matching(&real_features, &fake_features);
         let mse = mse_per_image(&x_hat, &x);
         let grid = grid_energy(&(&x_hat - &x));

@@ -19,12 +19,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// The predictor bundled with the repository (or `$MIRAGE_PREDICTOR_MODEL`).
 pub fn default_predictor_path() -> PathBuf {
-    std::env::var_os("MIRAGE_PREDICTOR_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/v1/realism-predictor.safetensors")
-        })
+    crate::codec::predictor_paths().remove(0)
 }
 
 pub struct Predictor {
@@ -160,7 +155,11 @@ mod tests {
     fn tiled_prediction_matches_the_whole() {
         // The bundled predictor was trained on the v1 core.
         let codec = Codec::load(&crate::codec::v1_model_path()).expect("v1 core");
-        let predictor = Predictor::load(&default_predictor_path(), &codec).expect("predictor");
+        let predictor = Predictor::load(
+            &crate::codec::v1_add_on_path("realism-predictor.safetensors"),
+            &codec,
+        )
+        .expect("predictor");
         check_tiling(&predictor);
     }
 

@@ -11,7 +11,7 @@
 //! that finds the bundled files that fit a core.
 
 use crate::codec::{Codec, Timings, Weights};
-use crate::conha::{default_predictor_path, Predictor};
+use crate::conha::Predictor;
 use crate::error::{MirageError, Result};
 use crate::model::flow::FlowRefiner;
 use crate::model::layers::ConvPrecision;
@@ -20,7 +20,7 @@ use crate::model_file::{DecoderFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
 use std::path::Path;
 use tch::{nn::VarStore, Device};
 
-use crate::codec::{default_flow_path, realism_paths};
+use crate::codec::{flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
 use image::RgbImage;
 use std::time::Instant;
@@ -163,7 +163,7 @@ pub struct AddOns {
 
 /// Where to point a user whose core has no add-on of some kind.
 const ADD_ONS_HINT: &str =
-    "the bundled ones belong to the v1 core: use --model models/v1/hyperprior.safetensors";
+    "add-ons are bundled for the current core and for the v1 core, models/v1/hyperprior.safetensors; earlier releases of the current core have none";
 
 impl AddOns {
     /// The bundled add-ons that fit `codec` (a missing file, or one made for another
@@ -183,17 +183,22 @@ impl AddOns {
                 Err(e) => Err(e),
             }
         }
-        let mut realism = None;
-        for path in realism_paths() {
-            realism = fitting(&path, |p| RealismDecoder::load(p, codec))?;
-            if realism.is_some() {
-                break;
+        /// The first of `paths` made for this core.
+        fn first_fitting<T>(
+            paths: Vec<std::path::PathBuf>,
+            load: impl Fn(&Path) -> Result<T>,
+        ) -> Result<Option<T>> {
+            for path in paths {
+                if let Some(found) = fitting(&path, &load)? {
+                    return Ok(Some(found));
+                }
             }
+            Ok(None)
         }
         Ok(AddOns {
-            realism,
-            flow: fitting(&default_flow_path(), |p| FlowDecoder::load(p, codec))?,
-            predictor: fitting(&default_predictor_path(), |p| Predictor::load(p, codec))?,
+            realism: first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?,
+            flow: first_fitting(flow_paths(), |p| FlowDecoder::load(p, codec))?,
+            predictor: first_fitting(predictor_paths(), |p| Predictor::load(p, codec))?,
         })
     }
 

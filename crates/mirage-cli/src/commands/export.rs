@@ -48,7 +48,7 @@ pub(crate) enum ExportCommand {
         checkpoint: PathBuf,
         #[arg(long, default_value_t = 48)]
         channels: i64,
-        #[arg(long, default_value = "models/v1/flow.safetensors")]
+        #[arg(long, default_value = "models/flow.safetensors")]
         out: PathBuf,
     },
     /// Write the shipped realism predictor from a `train predictor` run, tied to the
@@ -56,7 +56,7 @@ pub(crate) enum ExportCommand {
     Predictor {
         #[arg(long, default_value = "runs/predictor")]
         run_dir: PathBuf,
-        #[arg(long, default_value = "models/v1/realism-predictor.safetensors")]
+        #[arg(long, default_value = "models/realism-predictor.safetensors")]
         out: PathBuf,
     },
     /// Write the shipped extractor (f16 weights, feature scale, metadata) from a run.

@@ -89,6 +89,15 @@ pub(crate) enum TrainCommand {
         /// Start a new run from this shipped generator (for example models/v1/realism.safetensors).
         #[arg(long)]
         init_from: Option<PathBuf>,
+        /// R1 gradient penalty weight γ on real images (0: off), lazily every 4 steps.
+        #[arg(long, default_value_t = 0.0)]
+        r1_gamma: f64,
+        /// Discriminator scales: 1, or 2 (a second discriminator at half resolution).
+        #[arg(long, default_value_t = 1)]
+        scales: usize,
+        /// Discriminator-only steps at the start of a new run (useful with --init-from).
+        #[arg(long, default_value_t = 0)]
+        d_warmup: i64,
         #[arg(long, default_value_t = 250)]
         checkpoint_every: i64,
         #[arg(long, default_value_t = 500)]
@@ -329,6 +338,9 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_grid,
             noise,
             init_from,
+            r1_gamma,
+            scales,
+            d_warmup,
             checkpoint_every,
             validate_every,
             seed,
@@ -351,6 +363,9 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_adv,
             k_grid,
             init_from,
+            r1_gamma,
+            scales,
+            d_warmup,
             checkpoint_every,
             validate_every,
             seed,

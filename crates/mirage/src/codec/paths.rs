@@ -42,22 +42,39 @@ pub fn default_realism_path() -> std::path::PathBuf {
 /// The bundled realism generators, each trained for one core: the default one, then
 /// v1's (or only `$MIRAGE_REALISM_MODEL`). A decoder takes the one made for its core.
 pub fn realism_paths() -> Vec<std::path::PathBuf> {
-    let mut paths = vec![default_realism_path()];
-    if std::env::var_os("MIRAGE_REALISM_MODEL").is_none() {
-        paths.push(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/realism.safetensors"),
-        );
-    }
-    paths
+    add_on_paths("MIRAGE_REALISM_MODEL", "realism.safetensors")
 }
 
-/// The flow refiner bundled with the repository (or `$MIRAGE_FLOW_MODEL`).
+/// The bundled add-ons of one kind, each trained for one core: the current core's
+/// (`models/<file>`), then v1's (`models/v1/<file>`); or only the file `$env` names.
+fn add_on_paths(env: &str, file: &str) -> Vec<std::path::PathBuf> {
+    match std::env::var_os(env) {
+        Some(path) => vec![path.into()],
+        None => vec![
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{file}")),
+            v1_add_on_path(file),
+        ],
+    }
+}
+
+/// An add-on made for the v1 core, `models/v1/<file>`.
+pub fn v1_add_on_path(file: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/v1/{file}"))
+}
+
+/// The flow refiner bundled for the bundled core (or `$MIRAGE_FLOW_MODEL`).
 pub fn default_flow_path() -> std::path::PathBuf {
-    std::env::var_os("MIRAGE_FLOW_MODEL")
-        .map(Into::into)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/v1/flow.safetensors")
-        })
+    flow_paths().remove(0)
+}
+
+/// The bundled flow refiners, the current core's first (see [`realism_paths`]).
+pub fn flow_paths() -> Vec<std::path::PathBuf> {
+    add_on_paths("MIRAGE_FLOW_MODEL", "flow.safetensors")
+}
+
+/// The bundled ConHa predictors, the current core's first (see [`realism_paths`]).
+pub fn predictor_paths() -> Vec<std::path::PathBuf> {
+    add_on_paths("MIRAGE_PREDICTOR_MODEL", "realism-predictor.safetensors")
 }
 
 /// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
