@@ -11,9 +11,17 @@ use std::process::Command;
 
 mod common;
 
-/// The v1 core and its bundled add-ons.
-fn codec() -> (Codec, AddOns) {
-    let codec = Codec::load(&mirage::codec::v1_model_path()).expect("bundled model loads");
+/// The bundled cores, each with its own predictor: v1's and the current one.
+fn cores() -> [std::path::PathBuf; 2] {
+    [
+        mirage::codec::v1_model_path(),
+        mirage::codec::default_model_path(),
+    ]
+}
+
+/// A core and its bundled add-ons.
+fn codec(core: &Path) -> (Codec, AddOns) {
+    let codec = Codec::load(core).expect("bundled model loads");
     let add_ons = AddOns::bundled(&codec).expect("bundled add-ons load");
     assert!(
         add_ons.predictor.is_some(),
@@ -57,7 +65,13 @@ fn strokes_and_texture() -> image::RgbImage {
 
 #[test]
 fn auto_encode_fits_the_target_and_decode_follows_the_map() {
-    let (codec, add_ons) = codec();
+    for core in cores() {
+        auto_encode_fits_and_decode_follows(&core);
+    }
+}
+
+fn auto_encode_fits_and_decode_follows(core: &Path) {
+    let (codec, add_ons) = codec(core);
     let img = strokes_and_texture();
     let target = 0.15;
     let (bytes, report, map) = add_ons
@@ -93,7 +107,13 @@ fn auto_encode_fits_the_target_and_decode_follows_the_map() {
 /// where the bundled predictor still gives too much.
 #[test]
 fn the_predictor_gives_a_face_less_hallucination_than_gravel() {
-    let (codec, add_ons) = codec();
+    for core in cores() {
+        face_gets_less_than_gravel(&core);
+    }
+}
+
+fn face_gets_less_than_gravel(core: &Path) {
+    let (codec, add_ons) = codec(core);
     let weight = |name: &str| {
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../mirage/tests/data/{name}.png"));

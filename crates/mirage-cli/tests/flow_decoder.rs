@@ -23,7 +23,10 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 #[test]
 fn flow_decode_is_seeded_and_refines_the_mse_decode() {
     // Each bundled core has its own refiner: v1's and the current one's.
-    for core in [mirage::codec::v1_model_path(), mirage::codec::default_model_path()] {
+    for core in [
+        mirage::codec::v1_model_path(),
+        mirage::codec::default_model_path(),
+    ] {
         check_flow_decode(&core);
     }
 }

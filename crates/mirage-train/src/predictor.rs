@@ -75,6 +75,8 @@ pub struct PredictorTrainOptions {
     pub votes: Option<(PathBuf, PathBuf)>,
     /// Weight of the proxy-label loss; 0 trains on the votes alone (no labels computed).
     pub proxy_weight: f64,
+    /// Weight of the vote loss; 0 only reports how well the predictor agrees with them.
+    pub vote_weight: f64,
     pub seed: u64,
 }
 
@@ -508,7 +510,7 @@ pub fn train(o: &PredictorTrainOptions) -> Result<String> {
         Some((votes, pool)) => Some(VoteData::load(votes, pool)?),
         None => None,
     };
-    if votes.is_none() && o.proxy_weight <= 0.0 {
+    if (votes.is_none() || o.vote_weight <= 0.0) && o.proxy_weight <= 0.0 {
         anyhow::bail!("with --proxy-weight 0 the predictor needs --votes to learn from");
     }
     let proxy = if o.proxy_weight > 0.0 {
@@ -537,19 +539,18 @@ pub fn train(o: &PredictorTrainOptions) -> Result<String> {
                 .mean(Kind::Float)
                 * o.proxy_weight;
         }
-        if let Some(v) = &votes {
+        if let (Some(v), true) = (&votes, o.vote_weight > 0.0) {
             let picked: Vec<&Vote> = (0..o.batch)
                 .map(|_| &v.train[rng.gen_range(0..v.train.len())])
                 .collect();
             let weight = |f: fn(&Vote) -> f32| {
                 Tensor::from_slice(&picked.iter().map(|v| f(v)).collect::<Vec<f32>>())
             };
-            let pred = v.predicted(&predictor, &picked);
             loss += super::votes::bradley_terry_loss(
-                &pred,
+                &v.predicted(&predictor, &picked),
                 &weight(|v| v.winner_w),
                 &weight(|v| v.loser_w),
-            );
+            ) * o.vote_weight;
         }
         adam.zero_grad();
         loss.backward();
@@ -581,8 +582,9 @@ pub fn train(o: &PredictorTrainOptions) -> Result<String> {
             report.push('\n');
         }
         report += &v.report(&predictor);
-        if proxy.is_none() {
-            // ConHa-fixed from the votes: the level nearest the best constant.
+        {
+            // ConHa-fixed from the votes when there are any (preferences outrank the
+            // proxy): the level nearest the best constant.
             let w = super::votes::best_constant(&v.train.iter().collect::<Vec<_>>());
             std::fs::write(
                 o.run_dir.join("fixed_level"),
@@ -834,6 +836,7 @@ mod tests {
             beta: DEFAULT_BETA,
             votes: Some((votes.clone(), pool.clone())),
             proxy_weight: 0.0,
+            vote_weight: 1.0,
             seed: 1,
         };
         let report = train(&o).unwrap();

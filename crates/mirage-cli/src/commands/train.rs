@@ -168,6 +168,9 @@ pub(crate) enum TrainCommand {
         /// Weight of the proxy-label loss beside the votes; 0 learns from the votes alone.
         #[arg(long, default_value_t = 1.0)]
         proxy_weight: f64,
+        /// Weight of the vote loss; 0 only reports agreement with the (held-out) votes.
+        #[arg(long, default_value_t = 1.0)]
+        vote_weight: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -236,6 +239,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             votes,
             pool,
             proxy_weight,
+            vote_weight,
             seed,
         } => {
             let o = mirage_train::predictor::PredictorTrainOptions {
@@ -255,6 +259,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 beta,
                 votes: votes.zip(pool),
                 proxy_weight,
+                vote_weight,
                 seed,
             };
             print!("{}", mirage_train::predictor::train(&o)?);
