@@ -99,6 +99,30 @@ pub(crate) fn parse_tolerance_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `encode --mode`: the coding mode of the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// The core's transform coding (0.05 bpp and up).
+    Core,
+    /// The ultra-low mode (PerCo): a grid of codebook indices and an optional
+    /// caption, 0.003–0.03 bpp, decoded generatively.
+    Ultralow,
+}
+
+/// The ultra-low mode's flags, shared by `encode` and `roundtrip`.
+#[derive(Args)]
+pub(crate) struct ModeArgs {
+    #[arg(long, value_enum, default_value = "core")]
+    pub(crate) mode: Mode,
+    /// Ultra-low mode: the caption to store (default: the image's own description
+    /// from its EXIF ImageDescription or XMP dc:description, if any).
+    #[arg(long)]
+    pub(crate) caption: Option<String>,
+    /// Ultra-low mode: store no caption, even if the image has a description.
+    #[arg(long, conflicts_with = "caption")]
+    pub(crate) no_caption: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum DecoderChoice {
     Default,

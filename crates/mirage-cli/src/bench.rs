@@ -79,7 +79,7 @@ impl Row {
     }
 }
 
-fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn image_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let paths = mirage_eval::suite::files_with_extensions(dir, &["png"])?;
     if paths.is_empty() {
         bail!("no PNG images in {}", dir.display());

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod comparison;
 pub mod evaluation;
 pub mod study_pool;
+pub mod ultralow_bench;
 
 use mirage::{codec, conha, error, image_io, metrics, progress};
 use mirage_nn::model_file;

@@ -11,6 +11,7 @@
 use thiserror::Error;
 
 pub mod realism_map;
+pub mod ultralow;
 
 /// First four bytes of every `.mrg` file. The `0x1a` (Ctrl-Z) byte makes a
 /// file shown with `type`/`cat` stop early instead of dumping binary noise.
@@ -111,6 +112,8 @@ pub enum FormatError {
     ChecksumMismatch { part: &'static str },
     #[error("file has {0} unexpected bytes after the last section")]
     TrailingData(u64),
+    #[error("invalid section: {0}")]
+    BadSection(String),
 }
 
 /// Number of bytes before the first payload byte in a container with

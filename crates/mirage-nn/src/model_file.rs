@@ -138,6 +138,7 @@ fn write_safetensors(
 pub const REALISM_FORMAT_NAME: &str = "mirage-realism-v1";
 pub const FLOW_FORMAT_NAME: &str = "mirage-flow-v1";
 pub const PREDICTOR_FORMAT_NAME: &str = "mirage-realism-predictor-v1";
+pub const ULTRALOW_FORMAT_NAME: &str = "mirage-ultralow-v1";
 
 /// Writes a shipped decoder add-on (the realism generator or the flow refiner) from a
 /// training checkpoint, tied to the hyperprior it was trained on: it only decodes
@@ -223,6 +224,35 @@ pub fn export_predictor(
     )
 }
 
+/// The ultra-low mode's grid networks of an `ultralow.safetensors` checkpoint, as a
+/// shipped file, tied to the core whose latents it predicts and to the realism
+/// generator that decodes them (`generator`), so that a file decodes to the pixels it
+/// was evaluated with.
+pub fn export_ultralow(
+    checkpoint: &Path,
+    config: crate::model::ultralow::UltralowConfig,
+    base: &[u8; 8],
+    generator: &[u8; 8],
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
+    let mut vs = VarStore::new(Device::Cpu);
+    crate::model::ultralow::UltralowModel::new(&vs.root(), config, ConvPrecision::F32);
+    vs.load(checkpoint)?;
+    let owned = f16_variables(&vs, None)?;
+    let metadata = HashMap::from([
+        ("format".to_string(), ULTRALOW_FORMAT_NAME.to_string()),
+        ("base_model".to_string(), id_hex(base)),
+        ("generator".to_string(), id_hex(generator)),
+        ("channels".to_string(), config.channels.to_string()),
+        ("code_dim".to_string(), config.code_dim.to_string()),
+        (
+            "latent_channels".to_string(),
+            config.latent_channels.to_string(),
+        ),
+    ]);
+    write_safetensors(&owned, metadata, out)
+}
+
 /// A loaded add-on file (realism generator, flow refiner or realism predictor).
 pub struct DecoderFile {
     pub id: [u8; 8],
@@ -295,6 +325,14 @@ impl DecoderFile {
             feature_channels: self.number("feature_channels")?,
             // Absent in v1 files, whose generator has no noise inputs.
             noise: self.text("noise") == Some("1"),
+        })
+    }
+
+    pub fn ultralow_config(&self) -> Result<crate::model::ultralow::UltralowConfig> {
+        Ok(crate::model::ultralow::UltralowConfig {
+            channels: self.number("channels")?,
+            code_dim: self.number("code_dim")?,
+            latent_channels: self.number("latent_channels")?,
         })
     }
 

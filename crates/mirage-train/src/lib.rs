@@ -19,6 +19,7 @@ pub mod data;
 pub mod flow;
 pub mod predictor;
 pub mod realism;
+pub mod ultralow;
 pub mod votes;
 
 use mirage::{image_io, progress};
@@ -85,9 +86,18 @@ fn learning_rate(o: &TrainOptions, step: i64) -> f64 {
 pub(crate) fn frozen_hyperprior(
     path: &std::path::Path,
 ) -> Result<(VarStore, Hyperprior, crate::model_file::ModelFile)> {
+    frozen_hyperprior_at(path, ConvPrecision::F32)
+}
+
+/// [`frozen_hyperprior`] with its convolutions at `precision` (bf16 for speed where a
+/// loss only needs gradients through it).
+pub(crate) fn frozen_hyperprior_at(
+    path: &std::path::Path,
+    precision: ConvPrecision,
+) -> Result<(VarStore, Hyperprior, crate::model_file::ModelFile)> {
     let base = crate::model_file::ModelFile::load(path)?;
     let mut vs = VarStore::new(Device::Cpu);
-    let hyperprior = Hyperprior::new(&vs.root(), base.config, ConvPrecision::F32);
+    let hyperprior = Hyperprior::new(&vs.root(), base.config, precision);
     base.fill(&vs)?;
     vs.freeze();
     Ok((vs, hyperprior, base))

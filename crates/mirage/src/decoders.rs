@@ -22,6 +22,7 @@ use tch::{nn::VarStore, Device};
 
 use crate::codec::{flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
+use crate::ultralow::{default_ultralow_path, is_ultralow, UltralowCodec};
 use image::RgbImage;
 use std::time::Instant;
 
@@ -159,6 +160,8 @@ pub struct AddOns {
     pub realism: Option<RealismDecoder>,
     pub flow: Option<FlowDecoder>,
     pub predictor: Option<Predictor>,
+    /// The ultra-low mode (PerCo), made for this core and this realism generator.
+    pub ultralow: Option<UltralowCodec>,
 }
 
 /// Where to point a user whose core has no add-on of some kind.
@@ -176,7 +179,8 @@ impl AddOns {
             match load(path) {
                 Ok(v) => Ok(Some(v)),
                 Err(MirageError::InvalidModel { ref reason, .. })
-                    if reason.contains("trained for model") =>
+                    if reason.contains("trained for model")
+                        || reason.contains("decodes with realism generator") =>
                 {
                     Ok(None)
                 }
@@ -195,11 +199,47 @@ impl AddOns {
             }
             Ok(None)
         }
+        let realism = first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?;
+        let ultralow = match &realism {
+            Some(generator) => fitting(&default_ultralow_path(), |p| {
+                UltralowCodec::load(p, codec, generator)
+            })?,
+            None => None,
+        };
         Ok(AddOns {
-            realism: first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?,
+            realism,
             flow: first_fitting(flow_paths(), |p| FlowDecoder::load(p, codec))?,
             predictor: first_fitting(predictor_paths(), |p| Predictor::load(p, codec))?,
+            ultralow,
         })
+    }
+
+    /// The ultra-low mode, or a clear error.
+    pub fn ultralow(&self) -> Result<&UltralowCodec> {
+        self.ultralow.as_ref().ok_or_else(|| {
+            MirageError::BadParameter(
+                "the ultra-low mode needs models/ultralow.safetensors made for this core and its bundled realism generator (only the current core has one)".into(),
+            )
+        })
+    }
+
+    /// Decompresses a file of either mode with the decoder `realism` asks for (the
+    /// core's synthesis or the realism generator); returns the caption of an
+    /// ultra-low file that has one.
+    pub fn decompress_any(
+        &self,
+        codec: &Codec,
+        bytes: &[u8],
+        realism: Realism,
+    ) -> Result<(RgbImage, Timings, Option<String>)> {
+        if is_ultralow(bytes)? {
+            let d = self
+                .ultralow()?
+                .decompress(codec, self.realism()?, bytes, realism)?;
+            return Ok((d.image, d.timings, d.caption));
+        }
+        let (img, t) = self.decoder_for(bytes, realism)?.decompress(codec, bytes)?;
+        Ok((img, t, None))
     }
 
     /// The realism generator, or a clear error.

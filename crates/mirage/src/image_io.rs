@@ -16,6 +16,9 @@ use tch::Tensor;
 pub struct LoadedImage {
     pub image: RgbImage,
     pub note: Option<String>,
+    /// The image's own description (EXIF ImageDescription, else XMP dc:description),
+    /// the ultra-low mode's default caption; `Err` says why it cannot be used.
+    pub description: std::result::Result<Option<String>, String>,
 }
 
 fn unreadable(path: &Path, reason: impl ToString) -> MirageError {
@@ -48,6 +51,13 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let icc = decoder.icc_profile().ok().flatten();
+    let exif = decoder.exif_metadata().ok().flatten();
+    let description = match decoder.xmp_metadata() {
+        Ok(xmp) => crate::caption::description(exif.as_deref(), xmp.as_deref()),
+        Err(e) => Err(format!(
+            "its XMP metadata cannot be read ({e}); give --caption or --no-caption"
+        )),
+    };
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| unreadable(path, e))?;
     img.apply_orientation(orientation);
 
@@ -85,6 +95,7 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
     Ok(LoadedImage {
         image: img.to_rgb8(),
         note: (!notes.is_empty()).then(|| format!("{}: {}", path.display(), notes.join("; "))),
+        description,
     })
 }
 

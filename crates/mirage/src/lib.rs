@@ -26,6 +26,7 @@
 //! # Ok::<(), mirage::MirageError>(())
 //! ```
 
+pub mod caption;
 pub mod codec;
 pub mod conha;
 pub mod decoders;
@@ -36,6 +37,7 @@ pub mod layout;
 pub mod noise;
 pub mod progress;
 pub mod refinement;
+pub mod ultralow;
 
 pub use codec::{Codec, EncodeReport, RateTarget, Timings};
 pub use decoders::{AddOns, Decoder, Realism};

@@ -65,6 +65,24 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The ultra-low mode at each operating point beside JPEG XL (8× resampling) and
+    /// AVIF at their lowest rates: table, CSV and full-image sheets.
+    Ultralow {
+        #[arg(long, default_value = "../shared/data/kodak")]
+        images: PathBuf,
+        #[arg(long, default_value = "bench-results")]
+        out_dir: PathBuf,
+        /// Images shown whole in the side-by-side sheets.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "kodim23,kodim21,kodim04,kodim13"
+        )]
+        sheets: Vec<String>,
+        /// Realism weights of the decodes (the sheets show the first).
+        #[arg(long, value_delimiter = ',', default_value = "1,0")]
+        weights: Vec<f32>,
+    },
     /// The realism predictor's time per image and the size of its maps in the files.
     Predictor {
         #[arg(long, default_value = "../shared/data/kodak")]
@@ -94,6 +112,49 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             )?;
             println!("{table}");
             eprintln!("wrote {0}/kodak.csv and {0}/kodak.md", out_dir.display());
+            Ok(())
+        }
+        BenchCommand::Ultralow {
+            images,
+            out_dir,
+            sheets,
+            weights,
+        } => {
+            let (codec, add_ons) = load_codec(models)?;
+            let measure = RealismMeasure::load_default()?;
+            let realism = |reference: &[image::RgbImage], test: &[image::RgbImage]| {
+                let d = measure.distance(reference, test)?;
+                Ok(vec![
+                    (format!("MFD ({})", measure.extractor_id), d.mfd),
+                    ("MKD ×1000".to_string(), d.mkd),
+                ])
+            };
+            let naturalness =
+                mirage_realism_measure::naturalness::NaturalnessModel::load_default()?;
+            let natural = |_: &[image::RgbImage], test: &[image::RgbImage]| {
+                Ok(vec![(
+                    "naturalness".to_string(),
+                    naturalness.mean_score(test)?,
+                )])
+            };
+            let measures: Vec<bench::SetMeasure> = vec![&realism, &natural];
+            let table = mirage_cli::ultralow_bench::run_ultralow(
+                &codec,
+                &add_ons,
+                &mirage_cli::ultralow_bench::UltralowBenchOptions {
+                    images,
+                    out_dir: out_dir.clone(),
+                    sheet_images: sheets,
+                    weights,
+                },
+                &measures,
+            )?;
+            println!("{table}");
+            eprintln!(
+                "wrote {0}/ultralow.csv, {0}/ultralow.md and {0}/ultralow-*.png ({1})",
+                out_dir.display(),
+                mirage_cli::ultralow_bench::sheet_caption()
+            );
             Ok(())
         }
         BenchCommand::Decoders {

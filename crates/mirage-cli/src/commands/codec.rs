@@ -26,6 +26,8 @@ pub(crate) enum CodecCommand {
         /// keeps room for the map's bytes).
         #[arg(long, value_parser = parse_realism)]
         realism: Option<Realism>,
+        #[command(flatten)]
+        mode: ModeArgs,
         /// Replace existing output files.
         #[arg(long)]
         force: bool,
@@ -74,6 +76,8 @@ pub(crate) enum CodecCommand {
         /// per-region map (ConHa), written by the encoder and followed by the decoder.
         #[arg(long, default_value = "auto", value_parser = parse_realism)]
         realism: Realism,
+        #[command(flatten)]
+        mode: ModeArgs,
     },
 }
 
@@ -84,9 +88,17 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             output,
             rate,
             realism,
+            mode,
             force,
         } => {
             let (codec, add_ons) = load_codec(models)?;
+            let job = Job {
+                codec: &codec,
+                add_ons: &add_ons,
+                rate: &rate,
+                realism,
+                mode: &mode,
+            };
             for_each_file(
                 &input,
                 &output,
@@ -94,9 +106,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                     "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
                 ],
                 "mrg",
-                |src, dst| {
-                    encode_one(&codec, &add_ons, src, dst, &rate, realism, force).map(|_| ())
-                },
+                |src, dst| job.encode(src, dst, force).map(|_| ()),
             )
         }
         CodecCommand::Decode {
@@ -113,6 +123,24 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
                 let bytes =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+                if mirage::ultralow::is_ultralow(&bytes)
+                    .with_context(|| src.display().to_string())?
+                {
+                    if decoder == DecoderChoice::Flow {
+                        bail!(
+                            "{}: the flow decoder does not decode ultra-low files",
+                            src.display()
+                        );
+                    }
+                    let (img, _, caption) = add_ons
+                        .decompress_any(&codec, &bytes, realism)
+                        .with_context(|| src.display().to_string())?;
+                    if let Some(caption) = caption {
+                        eprintln!("mirage: {}: caption: {caption}", src.display());
+                    }
+                    write_image(&img, dst, force)?;
+                    return Ok(());
+                }
                 let decoder = match decoder {
                     DecoderChoice::Default => add_ons.decoder_for(&bytes, realism),
                     DecoderChoice::Flow => add_ons.flow().map(|flow| {
@@ -133,9 +161,14 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
         }
         CodecCommand::Info { file, symbols } => {
             info(&file)?;
-            if symbols {
+            let bytes = std::fs::read(&file)?;
+            if symbols && mirage::ultralow::is_ultralow(&bytes)? {
+                use sha2::Digest;
+                let c = mirage_format::read(&bytes)?;
+                let digest = sha2::Sha256::digest(&c.sections[0]);
+                println!("symbols:     {} (the index section)", id_hex_long(&digest));
+            } else if symbols {
                 let (codec, _) = load_codec(models)?;
-                let bytes = std::fs::read(&file)?;
                 let (z, y) = codec.decode_symbols(&bytes)?;
                 let indexes = codec.scale_indexes(&bytes)?;
                 let digest = |values: &mut dyn Iterator<Item = i64>| {
@@ -156,6 +189,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             out_dir,
             rate,
             realism,
+            mode,
         } => {
             let (codec, add_ons) = load_codec(models)?;
             std::fs::create_dir_all(&out_dir)
@@ -173,11 +207,19 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 Realism::Auto if add_ons.predictor.is_some() => Some(Realism::Auto),
                 _ => None,
             };
-            let original = encode_one(&codec, &add_ons, &input, &mrg, &rate, encode_realism, true)?;
+            let job = Job {
+                codec: &codec,
+                add_ons: &add_ons,
+                rate: &rate,
+                realism: encode_realism,
+                mode: &mode,
+            };
+            let original = job.encode(&input, &mrg, true)?;
             let bytes = std::fs::read(&mrg)?;
-            let (decoded, _) = add_ons
-                .decoder_for(&bytes, realism)?
-                .decompress(&codec, &bytes)?;
+            let (decoded, _, caption) = add_ons.decompress_any(&codec, &bytes, realism)?;
+            if let Some(caption) = caption {
+                println!("caption: {caption}");
+            }
             write_image(&decoded, &png, true)?;
             let pixels = (original.width() * original.height()) as f64;
             println!(
@@ -195,45 +237,75 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
     }
 }
 
-/// Compresses one image file to `dst`; returns the original (for reporting).
-fn encode_one(
-    codec: &Codec,
-    add_ons: &AddOns,
-    src: &Path,
-    dst: &Path,
-    rate: &Rate,
+/// What `encode` does to each file.
+struct Job<'a> {
+    codec: &'a Codec,
+    add_ons: &'a AddOns,
+    rate: &'a Rate,
     realism: Option<Realism>,
-    force: bool,
-) -> Result<image::RgbImage> {
-    let target = rate.target();
-    let loaded = read_image(src)?;
-    if let Some(note) = &loaded.note {
-        eprintln!("mirage: note: {note}");
+    mode: &'a ModeArgs,
+}
+
+impl Job<'_> {
+    /// Compresses one image file to `dst`; returns the original (for reporting).
+    fn encode(&self, src: &Path, dst: &Path, force: bool) -> Result<image::RgbImage> {
+        let (codec, add_ons) = (self.codec, self.add_ons);
+        let target = self.rate.target();
+        let loaded = read_image(src)?;
+        if let Some(note) = &loaded.note {
+            eprintln!("mirage: note: {note}");
+        }
+        let in_context =
+            |e: mirage::MirageError| anyhow::Error::new(e).context(src.display().to_string());
+        let bytes = match (self.mode.mode, self.realism) {
+            (Mode::Ultralow, realism) => {
+                if realism.is_some() {
+                    bail!("--realism is for the core mode; an ultra-low file decodes at w = 1 unless `decode --realism` says otherwise");
+                }
+                if self.rate.effort != 0 {
+                    bail!("--effort is for the core mode");
+                }
+                let caption = match (&self.mode.caption, self.mode.no_caption) {
+                    (Some(text), _) => Some(text.clone()),
+                    (None, true) => None,
+                    (None, false) => loaded
+                        .description
+                        .clone()
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?,
+                };
+                add_ons
+                    .ultralow()?
+                    .compress_target(codec, &loaded.image, target, caption.as_deref())
+                    .map_err(in_context)?
+                    .0
+            }
+            (Mode::Core, _) if self.mode.caption.is_some() => {
+                bail!("--caption is for the ultra-low mode (--mode ultralow)")
+            }
+            (Mode::Core, Some(Realism::Auto)) => {
+                add_ons
+                    .predictor()?
+                    .compress(codec, &loaded.image, target, self.rate.effort)
+                    .map_err(in_context)?
+                    .0
+            }
+            (Mode::Core, Some(Realism::Weight(w))) => suggest_realism(
+                &codec
+                    .compress_with_effort(&loaded.image, target, self.rate.effort)
+                    .map_err(in_context)?
+                    .0,
+                w,
+            )?,
+            (Mode::Core, None) => {
+                codec
+                    .compress_with_effort(&loaded.image, target, self.rate.effort)
+                    .map_err(in_context)?
+                    .0
+            }
+        };
+        write_atomically(dst, &bytes, force)?;
+        Ok(loaded.image)
     }
-    let bytes = match realism {
-        Some(Realism::Auto) => {
-            add_ons
-                .predictor()?
-                .compress(codec, &loaded.image, target, rate.effort)
-                .with_context(|| src.display().to_string())?
-                .0
-        }
-        Some(Realism::Weight(w)) => suggest_realism(
-            &codec
-                .compress_with_effort(&loaded.image, target, rate.effort)
-                .with_context(|| src.display().to_string())?
-                .0,
-            w,
-        )?,
-        None => {
-            codec
-                .compress_with_effort(&loaded.image, target, rate.effort)
-                .with_context(|| src.display().to_string())?
-                .0
-        }
-    };
-    write_atomically(dst, &bytes, force)?;
-    Ok(loaded.image)
 }
 
 /// Runs `job` on one file, or on every file with one of `extensions` in a folder
@@ -280,17 +352,20 @@ fn info(file: &Path) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let c = mirage_format::read(&bytes).with_context(|| file.display().to_string())?;
     let h = &c.header;
+    let ultralow = h.decoder == mirage_format::ultralow::ULTRALOW_DECODER;
     let pixels = h.width as f64 * h.height as f64;
     println!("file:        {}", file.display());
     println!("format:      Mirage v{}", mirage_format::VERSION);
     println!("model id:    {}", id_hex(&h.model_id));
     println!("size:        {}x{}", h.width, h.height);
-    println!(
-        "rate:        {} of {} (quality {:.1})",
-        h.rate,
-        mirage_format::RATE_MAX,
-        h.rate as f64 / 10.0
-    );
+    if !ultralow {
+        println!(
+            "rate:        {} of {} (quality {:.1})",
+            h.rate,
+            mirage_format::RATE_MAX,
+            h.rate as f64 / 10.0
+        );
+    }
     match h.realism {
         Some(w) => println!("realism:     {:.3}", w as f64 / 255.0),
         None => println!("realism:     not set"),
@@ -312,7 +387,27 @@ fn info(file: &Path) -> Result<()> {
             println!("             {}", cells.join(" "));
         }
     }
-    println!("decoder:     {}", h.decoder);
+    if ultralow {
+        let point = mirage_nn::model::ultralow::POINTS.get(h.rate as usize);
+        match point {
+            Some(p) => println!(
+                "mode:        ultra-low, point {} (grid stride {} px, {} codes, {} bits per index)",
+                h.rate,
+                p.stride,
+                p.codebook,
+                p.index_bits()
+            ),
+            None => println!("mode:        ultra-low, unknown point {}", h.rate),
+        }
+        if let Some(section) = c.sections.get(1) {
+            match mirage_format::ultralow::decompress_caption(section) {
+                Ok(text) => println!("caption:     {text}"),
+                Err(e) => println!("caption:     unreadable ({e})"),
+            }
+        }
+    } else {
+        println!("decoder:     {}", h.decoder);
+    }
     println!(
         "total:       {} bytes, {:.4} bpp",
         bytes.len(),
@@ -322,7 +417,11 @@ fn info(file: &Path) -> Result<()> {
         "header:      {} bytes",
         mirage_format::header_size(c.sections.len())
     );
-    let names = ["hyper-latent (z)", "latent (y)", "realism map"];
+    let names: &[&str] = if ultralow {
+        &["codebook indices", "caption (DEFLATE)"]
+    } else {
+        &["hyper-latent (z)", "latent (y)", "realism map"]
+    };
     for (i, s) in c.sections.iter().enumerate() {
         println!(
             "section {i}:   {} bytes  {}",

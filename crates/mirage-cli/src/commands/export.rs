@@ -51,6 +51,18 @@ pub(crate) enum ExportCommand {
         #[arg(long, default_value = "models/flow.safetensors")]
         out: PathBuf,
     },
+    /// Write the shipped ultra-low model from a training checkpoint, tied to the
+    /// loaded core and to its bundled realism generator (which decodes its files).
+    Ultralow {
+        #[arg(long, default_value = "runs/ultralow/ultralow.safetensors")]
+        checkpoint: PathBuf,
+        #[arg(long, default_value_t = 128)]
+        channels: i64,
+        #[arg(long, default_value_t = 32)]
+        code_dim: i64,
+        #[arg(long, default_value = "models/ultralow.safetensors")]
+        out: PathBuf,
+    },
     /// Write the shipped realism predictor from a `train predictor` run, tied to the
     /// loaded hyperprior.
     Predictor {
@@ -122,6 +134,35 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
                 out.display(),
                 id_hex(&id),
                 id_hex(&codec.id())
+            );
+            Ok(())
+        }
+        ExportCommand::Ultralow {
+            checkpoint,
+            channels,
+            code_dim,
+            out,
+        } => {
+            let (codec, add_ons) = crate::load_codec(models)?;
+            let generator = add_ons.realism()?.id;
+            let config = mirage_nn::model::ultralow::UltralowConfig {
+                channels,
+                code_dim,
+                latent_channels: codec.config().m,
+            };
+            let id = mirage_nn::model_file::export_ultralow(
+                &checkpoint,
+                config,
+                &codec.id(),
+                &generator,
+                &out,
+            )?;
+            println!(
+                "wrote {} (ultra-low model {}, for model {} and realism generator {})",
+                out.display(),
+                id_hex(&id),
+                id_hex(&codec.id()),
+                id_hex(&generator)
             );
             Ok(())
         }

@@ -132,6 +132,49 @@ pub(crate) enum TrainCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Train (or resume training) the ultra-low-bitrate mode's grid networks and
+    /// codebooks on the frozen bundled core's latents (docs/ultralow.md).
+    Ultralow {
+        #[arg(long, default_value = "../shared/data/train")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/ultralow")]
+        run_dir: PathBuf,
+        #[arg(long, default_value_t = 6_000)]
+        steps: i64,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Side of a training crop in latent cells (16 pixels each), a multiple of 4.
+        #[arg(long, default_value_t = 16)]
+        crop: usize,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 128)]
+        channels: i64,
+        #[arg(long, default_value_t = 32)]
+        code_dim: i64,
+        /// The step from which the latent discriminator's terms are on.
+        #[arg(long, default_value_t = i64::MAX)]
+        adversarial_after: i64,
+        /// Weight of the pixel MSE through the frozen synthesis (0: latent loss only).
+        #[arg(long, default_value_t = 0.0)]
+        k_pixel: f64,
+        /// Crops per batch that get the pixel loss.
+        #[arg(long, default_value_t = 4)]
+        pixel_batch: usize,
+        /// Start a new run from this checkpoint's grid networks (fresh optimizer).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.05)]
+        k_adv: f64,
+        #[arg(long, default_value_t = 0.5)]
+        k_feature: f64,
+        #[arg(long, default_value_t = 250)]
+        checkpoint_every: i64,
+        #[arg(long, default_value_t = 500)]
+        validate_every: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Train the realism predictor (ConHa) on proxy labels computed on the training
     /// photos with the bundled hyperprior and realism generator; prints its held-out
     /// error against constant weights.
@@ -328,6 +371,51 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             validate_every,
             seed,
         }),
+        TrainCommand::Ultralow {
+            data,
+            run_dir,
+            steps,
+            batch,
+            crop,
+            lr,
+            channels,
+            code_dim,
+            adversarial_after,
+            k_pixel,
+            pixel_batch,
+            init_from,
+            k_adv,
+            k_feature,
+            checkpoint_every,
+            validate_every,
+            seed,
+        } => {
+            let base_model = models.model.clone().unwrap_or_else(default_model_path);
+            let latent_channels = mirage::codec::Codec::load(&base_model)?.config().m;
+            mirage_train::ultralow::train(&mirage_train::ultralow::UltralowTrainOptions {
+                data,
+                base_model,
+                run_dir,
+                steps,
+                batch,
+                crop,
+                lr,
+                config: mirage_nn::model::ultralow::UltralowConfig {
+                    channels,
+                    code_dim,
+                    latent_channels,
+                },
+                adversarial_after,
+                k_pixel,
+                pixel_batch,
+                init_from,
+                k_adv,
+                k_feature,
+                checkpoint_every,
+                validate_every,
+                seed,
+            })
+        }
         TrainCommand::Realism {
             data,
             run_dir,

@@ -24,6 +24,7 @@ pub mod flow;
 pub mod layers;
 pub mod predictor;
 pub mod realism;
+pub mod ultralow;
 
 use factorized::FactorizedPrior;
 use layers::{Conv, ConvPrecision, Gdn};

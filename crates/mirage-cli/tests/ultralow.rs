@@ -1,0 +1,372 @@
+//! The ultra-low mode with the bundled models: files of the documented size, decodes
+//! that keep the image's layout and colours, the same pixels with any thread count or
+//! instruction set, and clear errors (no output written) for bad input.
+
+use mirage::decoders::{AddOns, Realism};
+use mirage::ultralow::{is_ultralow, POINT_COUNT};
+use mirage::{Codec, RateTarget};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn sample_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png")
+}
+
+fn sample() -> image::RgbImage {
+    mirage::image_io::read_image(&sample_path()).unwrap().image
+}
+
+fn codec() -> (Codec, AddOns) {
+    let codec = Codec::load_default().expect("bundled core loads");
+    let add_ons = AddOns::bundled(&codec).expect("bundled add-ons load");
+    assert!(add_ons.ultralow.is_some(), "the ultra-low model is bundled");
+    (codec, add_ons)
+}
+
+fn mean_colour(img: &image::RgbImage) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            sum[c] += p[c] as f64;
+        }
+    }
+    sum.map(|s| s / (img.width() * img.height()) as f64)
+}
+
+#[test]
+fn every_point_has_the_documented_size_and_keeps_the_image() {
+    let (codec, add_ons) = codec();
+    let img = sample();
+    let ultralow = add_ons.ultralow().unwrap();
+    let mut last = 0;
+    for point in 0..POINT_COUNT {
+        let (bytes, report) = ultralow.compress(&codec, &img, point, None).unwrap();
+        assert!(is_ultralow(&bytes).unwrap());
+        // Header (39 bytes for one section) + exactly ceil(cells · bits / 8).
+        let p = mirage_nn::model::ultralow::POINTS[point];
+        let (rows, cols) = (
+            mirage::layout::padded(img.height()) / p.stride,
+            mirage::layout::padded(img.width()) / p.stride,
+        );
+        let index_bytes = (rows * cols * p.index_bits() as usize).div_ceil(8);
+        assert_eq!(bytes.len(), 39 + index_bytes);
+        assert_eq!(report.bytes, bytes.len());
+        assert!(bytes.len() > last, "points are ordered by rate");
+        last = bytes.len();
+        let (decoded, _, caption) = add_ons
+            .decompress_any(&codec, &bytes, Realism::Auto)
+            .unwrap();
+        assert_eq!(caption, None);
+        assert_eq!(decoded.dimensions(), img.dimensions());
+        // Layout and colours: far closer to the image than a flat grey, and the mean
+        // colour within a few levels.
+        let psnr = mirage::metrics::psnr(&img, &decoded).unwrap();
+        let grey = image::RgbImage::from_pixel(img.width(), img.height(), image::Rgb([128; 3]));
+        let grey_psnr = mirage::metrics::psnr(&img, &grey).unwrap();
+        assert!(
+            psnr > grey_psnr + 4.0,
+            "point {point}: {psnr:.2} dB vs grey {grey_psnr:.2}"
+        );
+        let (a, b) = (mean_colour(&img), mean_colour(&decoded));
+        for c in 0..3 {
+            assert!(
+                (a[c] - b[c]).abs() < 12.0,
+                "point {point}: mean colours {a:?} vs {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_size_target_picks_the_largest_point_that_fits() {
+    let (codec, add_ons) = codec();
+    let img = sample();
+    let ultralow = add_ons.ultralow().unwrap();
+    let sizes: Vec<usize> = (0..POINT_COUNT)
+        .map(|p| ultralow.compress(&codec, &img, p, None).unwrap().0.len())
+        .collect();
+    let (bytes, report) = ultralow
+        .compress_target(&codec, &img, RateTarget::Bytes(sizes[1]), None)
+        .unwrap();
+    assert_eq!((report.point, bytes.len()), (1, sizes[1]));
+    let (_, report) = ultralow
+        .compress_target(&codec, &img, RateTarget::Bytes(sizes[2] - 1), None)
+        .unwrap();
+    assert_eq!(report.point, 1);
+    let err = ultralow
+        .compress_target(&codec, &img, RateTarget::Bytes(sizes[0] - 1), None)
+        .unwrap_err();
+    assert!(err.to_string().contains("smallest file"), "{err}");
+}
+
+#[test]
+fn the_caption_is_stored_counted_and_returned() {
+    let (codec, add_ons) = codec();
+    let img = sample();
+    let ultralow = add_ons.ultralow().unwrap();
+    let text = "Two parrots, one red and one blue and yellow, in front of green leaves.";
+    let (plain, _) = ultralow.compress(&codec, &img, 0, None).unwrap();
+    let (captioned, report) = ultralow.compress(&codec, &img, 0, Some(text)).unwrap();
+    assert_eq!(captioned.len(), plain.len() + 4 + report.caption_bytes);
+    assert!(report.caption_bytes > 0 && report.caption_bytes < text.len());
+    let (_, _, caption) = add_ons
+        .decompress_any(&codec, &captioned, Realism::Auto)
+        .unwrap();
+    assert_eq!(caption.as_deref(), Some(text));
+    let too_long = "a".repeat(mirage_format::ultralow::MAX_CAPTION_BYTES + 1);
+    let err = ultralow
+        .compress(&codec, &img, 0, Some(&too_long))
+        .unwrap_err();
+    assert!(err.to_string().contains("at most"), "{err}");
+}
+
+#[test]
+fn damaged_or_foreign_files_are_refused() {
+    let (codec, add_ons) = codec();
+    let ultralow = add_ons.ultralow().unwrap();
+    let (bytes, _) = ultralow.compress(&codec, &sample(), 1, None).unwrap();
+    let mut c = mirage_format::read(&bytes).unwrap();
+    // An index section one byte short, rewritten with valid checksums.
+    c.sections[0].pop();
+    let short = mirage_format::write(&c).unwrap();
+    let err = add_ons
+        .decompress_any(&codec, &short, Realism::Auto)
+        .unwrap_err();
+    assert!(err.to_string().contains("index section"), "{err}");
+    // Another model's file.
+    let mut c = mirage_format::read(&bytes).unwrap();
+    c.header.model_id = [7; 8];
+    let foreign = mirage_format::write(&c).unwrap();
+    let err = add_ons
+        .decompress_any(&codec, &foreign, Realism::Auto)
+        .unwrap_err();
+    assert!(err.to_string().contains("made with model"), "{err}");
+    // An operating point this model does not have.
+    let mut c = mirage_format::read(&bytes).unwrap();
+    c.header.rate = POINT_COUNT as u16;
+    let unknown = mirage_format::write(&c).unwrap();
+    assert!(add_ons
+        .decompress_any(&codec, &unknown, Realism::Auto)
+        .is_err());
+    // A flipped payload byte is caught by the container's checksum.
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x10;
+    assert!(add_ons
+        .decompress_any(&codec, &flipped, Realism::Auto)
+        .is_err());
+}
+
+fn mirage(args: &[&str], threads: &str, isa: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirage"));
+    cmd.args(["--threads", threads]).args(args);
+    if let Some(isa) = isa {
+        cmd.env("ONEDNN_MAX_CPU_ISA", isa);
+    }
+    cmd.output().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The same file decodes to the same pixels with 1 or 2 threads, and the file itself
+/// does not depend on the encoder's thread count. With libtorch's kernels limited to
+/// other instruction sets (other CPUs) the file's symbols (the index section) read
+/// the same; the pixels may differ in the last bits there, as the core's do.
+#[test]
+fn decodes_are_identical_across_threads_and_instruction_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.mrg"), dir.path().join("b.mrg"));
+    let input = sample_path();
+    for (file, threads) in [(&a, "1"), (&b, "2")] {
+        let args = [
+            "encode",
+            s(&input),
+            s(file),
+            "--mode",
+            "ultralow",
+            "--quality",
+            "50",
+        ];
+        let out = mirage(&args, threads, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    let decode = |threads: &str| -> Vec<u8> {
+        let png = dir.path().join(format!("{threads}.png"));
+        let out = mirage(&["decode", s(&a), s(&png)], threads, None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        image::open(&png).unwrap().to_rgb8().into_raw()
+    };
+    assert!(
+        decode("1") == decode("2"),
+        "1 and 2 threads decode differently"
+    );
+    let symbols = |isa: Option<&str>| -> String {
+        let out = mirage(&["info", "--symbols", s(&a)], "2", isa);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("symbols:"))
+            .unwrap()
+            .to_string()
+    };
+    let native = symbols(None);
+    for isa in ["SSE41", "AVX2", "AVX512_CORE"] {
+        assert_eq!(symbols(Some(isa)), native, "ONEDNN_MAX_CPU_ISA={isa}");
+    }
+}
+
+#[test]
+fn bad_captions_and_metadata_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("x.mrg");
+    let long = "word ".repeat(60);
+    let input = sample_path();
+    let out = mirage(
+        &[
+            "encode",
+            s(&input),
+            s(&out_file),
+            "--mode",
+            "ultralow",
+            "--caption",
+            &long,
+        ],
+        "1",
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 256"));
+    assert!(!out_file.exists(), "no partial output");
+    // JPEGs whose EXIF ImageDescription is not UTF-8, or too long for a caption.
+    for (name, description) in [
+        ("latin1", b"Caf\xe9 au lait".to_vec()),
+        ("long", vec![b'x'; 300]),
+    ] {
+        let jpeg = dir.path().join(format!("{name}.jpg"));
+        write_jpeg_with_description(&jpeg, &description);
+        let out = mirage(
+            &["encode", s(&jpeg), s(&out_file), "--mode", "ultralow"],
+            "1",
+            None,
+        );
+        assert!(!out.status.success(), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("EXIF ImageDescription") && stderr.contains("--no-caption"),
+            "{stderr}"
+        );
+        assert!(!out_file.exists());
+        // --no-caption encodes it anyway.
+        let out = mirage(
+            &[
+                "encode",
+                s(&jpeg),
+                s(&out_file),
+                "--mode",
+                "ultralow",
+                "--no-caption",
+            ],
+            "1",
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(&out_file).unwrap();
+    }
+    // A good EXIF description becomes the caption; so does an XMP dc:description.
+    let jpeg = dir.path().join("good.jpg");
+    write_jpeg_with_description(&jpeg, b"Two parrots");
+    let captioned = dir.path().join("e.mrg");
+    let out = mirage(
+        &["encode", s(&jpeg), s(&captioned), "--mode", "ultralow"],
+        "1",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = mirage(&["info", s(&captioned)], "1", None);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("caption:     Two parrots"));
+    let good = dir.path().join("good-xmp.png");
+    let packet = r#"<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:description><rdf:Alt><rdf:li xml:lang="x-default">Parrots</rdf:li></rdf:Alt></dc:description></rdf:Description></rdf:RDF></x:xmpmeta>"#;
+    write_png_with_xmp(&good, packet.as_bytes());
+    let captioned = dir.path().join("c.mrg");
+    let out = mirage(
+        &["encode", s(&good), s(&captioned), "--mode", "ultralow"],
+        "1",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = mirage(&["info", s(&captioned)], "1", None);
+    assert!(String::from_utf8_lossy(&info.stdout).contains("caption:     Parrots"));
+}
+
+/// The sample as a JPEG with an EXIF block whose ImageDescription (tag 0x010E, ASCII)
+/// holds `description`: a little-endian TIFF header and one IFD entry, in APP1.
+fn write_jpeg_with_description(path: &Path, description: &[u8]) {
+    let mut jpeg = vec![];
+    sample()
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let mut text = description.to_vec();
+    text.push(0);
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x010Eu16.to_le_bytes());
+    tiff.extend_from_slice(&2u16.to_le_bytes());
+    tiff.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    tiff.extend_from_slice(&(8 + 2 + 12 + 4u32).to_le_bytes());
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(&text);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    std::fs::write(path, out).unwrap();
+}
+
+/// The sample as a PNG with an `iTXt` chunk `XML:com.adobe.xmp` holding `packet`.
+fn write_png_with_xmp(path: &Path, packet: &[u8]) {
+    let img = sample();
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, img.width(), img.height());
+    encoder.set_color(png::ColorType::Rgb);
+    let mut writer = encoder.write_header().unwrap();
+    let mut data = b"XML:com.adobe.xmp\0\0\0\0\0".to_vec();
+    data.extend_from_slice(packet);
+    writer
+        .write_chunk(png::chunk::ChunkType(*b"iTXt"), &data)
+        .unwrap();
+    writer.write_image_data(img.as_raw()).unwrap();
+}

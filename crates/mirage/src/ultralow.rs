@@ -1,0 +1,333 @@
+//! The ultra-low-bitrate mode (PerCo): "how does an image become ~150 bytes and back?"
+//!
+//! `compress` runs the core's analysis, the grid encoder of one operating point and a
+//! nearest-code search, and writes the indices with fixed-width codes (plus an optional
+//! caption) into a `.mrg` container whose header says `decoder = 1`. `decompress`
+//! reads the indices with nothing but their width, looks up the codes, predicts the
+//! core's latent with the grid decoder (seeded noise) and draws the image with the
+//! core's synthesis and the bundled realism generator at the file's weight (1 unless
+//! told otherwise). The network layers live in `mirage_nn::model::ultralow`.
+
+use crate::codec::{Codec, RateTarget, Timings, Weights};
+use crate::decoders::{Realism, RealismDecoder};
+use crate::error::{MirageError, Result};
+use crate::layout::{check_size, padded, LATENT_STRIDE};
+use crate::model::layers::ConvPrecision;
+use crate::model::ultralow::{UltralowModel, NOISE_CHANNELS, POINTS};
+use crate::model_file::{id_hex, DecoderFile, ULTRALOW_FORMAT_NAME};
+use image::RgbImage;
+use mirage_format::ultralow::{
+    compress_caption, decompress_caption, pack_indices, unpack_indices, CAPTION_SECTION,
+    INDEX_SECTION, ULTRALOW_DECODER,
+};
+use mirage_format::{Container, Header};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// The seed of the grid decoder's noise. Fixed, like the realism generator's: the
+/// decode is a function of the file alone.
+const NOISE_SEED: u64 = 0x5045_5243_4f00; // "PERCO"
+
+/// The bundled ultra-low model (or `$MIRAGE_ULTRALOW_MODEL`).
+pub fn default_ultralow_path() -> PathBuf {
+    std::env::var_os("MIRAGE_ULTRALOW_MODEL")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ultralow.safetensors")
+        })
+}
+
+/// The number of operating points (`encode --mode ultralow --point N`).
+pub const POINT_COUNT: usize = POINTS.len();
+
+/// The ultra-low mode's networks, for one core and one realism generator.
+pub struct UltralowCodec {
+    _vs: VarStore,
+    model: UltralowModel,
+    /// The model file's identifier: every file this mode writes carries it.
+    pub id: [u8; 8],
+    /// The realism generator it decodes with.
+    generator: [u8; 8],
+}
+
+/// What the encoder knows about the file it wrote.
+#[derive(Clone, Debug)]
+pub struct UltralowReport {
+    pub point: usize,
+    pub bytes: usize,
+    pub index_bytes: usize,
+    pub caption_bytes: usize,
+    pub cells: usize,
+}
+
+/// What a decode gives besides the pixels.
+pub struct UltralowDecode {
+    pub image: RgbImage,
+    pub caption: Option<String>,
+    pub timings: Timings,
+}
+
+/// Whether a file is an ultra-low-mode file (header `decoder` = 1).
+pub fn is_ultralow(bytes: &[u8]) -> Result<bool> {
+    Ok(mirage_format::read(bytes)?.header.decoder == ULTRALOW_DECODER)
+}
+
+impl UltralowCodec {
+    /// Loads the mode's model; it must have been made for `codec`'s core and for
+    /// `realism`'s generator.
+    pub fn load(path: &Path, codec: &Codec, realism: &RealismDecoder) -> Result<UltralowCodec> {
+        let file = DecoderFile::load(path, ULTRALOW_FORMAT_NAME)?;
+        codec.check_add_on(&file, path)?;
+        let config = file.ultralow_config()?;
+        if config.latent_channels != codec.config().m {
+            return Err(MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: "its latent width does not match the loaded core".into(),
+            });
+        }
+        if file.text("generator") != Some(id_hex(&realism.id).as_str()) {
+            return Err(MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: format!(
+                    "it decodes with realism generator {}, but the loaded one is {}",
+                    file.text("generator").unwrap_or("(none)"),
+                    id_hex(&realism.id)
+                ),
+            });
+        }
+        let vs = VarStore::new(Device::Cpu);
+        let model = UltralowModel::new(&vs.root(), config, ConvPrecision::F32);
+        file.fill(&vs)?;
+        let mut generator = [0u8; 8];
+        generator.copy_from_slice(&realism.id);
+        Ok(UltralowCodec {
+            _vs: vs,
+            model,
+            id: file.id,
+            generator,
+        })
+    }
+
+    /// The grid of an operating point for an image: rows and columns of cells.
+    fn grid(point: usize, width: u32, height: u32) -> (usize, usize) {
+        let s = POINTS[point].stride;
+        (padded(height) / s, padded(width) / s)
+    }
+
+    /// Compresses at one operating point (0 = lowest rate), with an optional caption.
+    pub fn compress(
+        &self,
+        codec: &Codec,
+        img: &RgbImage,
+        point: usize,
+        caption: Option<&str>,
+    ) -> Result<(Vec<u8>, UltralowReport)> {
+        self.compress_analysis(codec, &codec.analyse(img)?, img, point, caption)
+    }
+
+    fn compress_analysis(
+        &self,
+        _codec: &Codec,
+        analysis: &crate::codec::Analysis,
+        img: &RgbImage,
+        point: usize,
+        caption: Option<&str>,
+    ) -> Result<(Vec<u8>, UltralowReport)> {
+        let net = self.model.points.get(point).ok_or_else(|| {
+            MirageError::BadParameter(format!(
+                "ultra-low operating point {point} does not exist (0 to {})",
+                POINT_COUNT - 1
+            ))
+        })?;
+        let indices = tch::no_grad(|| {
+            net.nearest(&net.encode(analysis.latent(), ConvPrecision::F32))
+                .to_kind(Kind::Int64)
+        });
+        let indices: Vec<u32> = Vec::<i64>::try_from(indices.flatten(0, -1))?
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        let (rows, cols) = Self::grid(point, img.width(), img.height());
+        debug_assert_eq!(indices.len(), rows * cols);
+        let index_section = pack_indices(&indices, net.point.index_bits());
+        let mut sections = vec![index_section];
+        if let Some(text) = caption {
+            sections.push(compress_caption(text)?);
+        }
+        let report = UltralowReport {
+            point,
+            bytes: 0,
+            index_bytes: sections[INDEX_SECTION].len(),
+            caption_bytes: sections.get(CAPTION_SECTION).map_or(0, Vec::len),
+            cells: indices.len(),
+        };
+        let container = Container {
+            header: Header {
+                model_id: self.id,
+                width: img.width(),
+                height: img.height(),
+                rate: point as u16,
+                // The mode's point is generated detail: decode at w = 1 unless told.
+                realism: Some(255),
+                decoder: ULTRALOW_DECODER,
+            },
+            sections,
+        };
+        let bytes = mirage_format::write(&container)?;
+        Ok((
+            bytes.clone(),
+            UltralowReport {
+                bytes: bytes.len(),
+                ..report
+            },
+        ))
+    }
+
+    /// Compresses at the highest operating point whose file meets the target
+    /// (quality 0–100 picks a point by thirds).
+    pub fn compress_target(
+        &self,
+        codec: &Codec,
+        img: &RgbImage,
+        target: RateTarget,
+        caption: Option<&str>,
+    ) -> Result<(Vec<u8>, UltralowReport)> {
+        let analysis = codec.analyse(img)?;
+        let pixels = img.width() as f64 * img.height() as f64;
+        let max_bytes = match target {
+            RateTarget::Quality(q) if (0.0..=100.0).contains(&q) => {
+                let point = ((q / 100.0 * POINT_COUNT as f64) as usize).min(POINT_COUNT - 1);
+                return self.compress_analysis(codec, &analysis, img, point, caption);
+            }
+            RateTarget::Bpp(b) if b.is_finite() && b > 0.0 => (b * pixels / 8.0).floor() as usize,
+            RateTarget::Bytes(n) if n > 0 => n,
+            _ => {
+                return Err(MirageError::BadParameter(format!(
+                    "{target:?} is not a valid rate target"
+                )))
+            }
+        };
+        let mut best = None;
+        for point in 0..POINT_COUNT {
+            let (bytes, report) = self.compress_analysis(codec, &analysis, img, point, caption)?;
+            if bytes.len() > max_bytes {
+                if best.is_none() {
+                    return Err(MirageError::TargetUnreachable {
+                        target: match target {
+                            RateTarget::Bpp(b) => format!("{b} bpp in the ultra-low mode"),
+                            _ => format!("{max_bytes} bytes in the ultra-low mode"),
+                        },
+                        smallest: bytes.len(),
+                        smallest_bpp: bytes.len() as f64 * 8.0 / pixels,
+                    });
+                }
+                break;
+            }
+            best = Some((bytes, report));
+        }
+        Ok(best.expect("the first point fits or returned"))
+    }
+
+    /// Reads and checks an ultra-low file: this model, a known point, sane sections.
+    fn open(&self, bytes: &[u8]) -> Result<(Container, Vec<u32>, Option<String>)> {
+        let c = mirage_format::read(bytes)?;
+        let h = &c.header;
+        if h.decoder != ULTRALOW_DECODER {
+            return Err(MirageError::BadParameter(
+                "not an ultra-low-mode file (decode it with the core's decoders)".into(),
+            ));
+        }
+        if h.model_id != self.id {
+            return Err(MirageError::WrongModel {
+                file: id_hex(&h.model_id),
+                loaded: id_hex(&self.id),
+                hint: " (the ultra-low model, models/ultralow.safetensors)".into(),
+            });
+        }
+        check_size(h.width, h.height)?;
+        let point = h.rate as usize;
+        if point >= POINT_COUNT {
+            return Err(MirageError::BadParameter(format!(
+                "the file's operating point {point} does not exist in this model"
+            )));
+        }
+        if !(1..=2).contains(&c.sections.len()) {
+            return Err(MirageError::BadSections(c.sections.len()));
+        }
+        let (rows, cols) = Self::grid(point, h.width, h.height);
+        let indices = unpack_indices(
+            &c.sections[INDEX_SECTION],
+            rows * cols,
+            POINTS[point].index_bits(),
+        )?;
+        let caption = c
+            .sections
+            .get(CAPTION_SECTION)
+            .map(|s| decompress_caption(s))
+            .transpose()?;
+        Ok((c, indices, caption))
+    }
+
+    /// Decompresses an ultra-low file: `Realism::Auto` decodes at the file's weight
+    /// (1 as written by [`UltralowCodec::compress`]), `Weight(0)` is the core's
+    /// synthesis of the predicted latent (blurry, the mode's fidelity end).
+    pub fn decompress(
+        &self,
+        codec: &Codec,
+        realism: &RealismDecoder,
+        bytes: &[u8],
+        weight: Realism,
+    ) -> Result<UltralowDecode> {
+        if realism.id != self.generator {
+            return Err(MirageError::BadParameter(format!(
+                "this ultra-low model decodes with realism generator {}, not {}",
+                id_hex(&self.generator),
+                id_hex(&realism.id)
+            )));
+        }
+        let mut timings = Timings::default();
+        let start = Instant::now();
+        let (c, indices, caption) = self.open(bytes)?;
+        timings.entropy_coding = start.elapsed();
+        let w = crate::decoders::resolve_realism(bytes, weight)?;
+        let h = &c.header;
+        let point = h.rate as usize;
+        let (rows, cols) = Self::grid(point, h.width, h.height);
+        let f = POINTS[point].stride / LATENT_STRIDE;
+        let (yh, yw) = (rows * f, cols * f);
+
+        let start = Instant::now();
+        let net = &self.model.points[point];
+        let noise = crate::noise::seeded_normal(NOISE_CHANNELS as usize * yh * yw, NOISE_SEED);
+        // One thread, whatever the caller's count, so that the predicted latent (and
+        // with it every pixel) is the same on every run and thread count. The grid is
+        // small: a 12-megapixel image's takes well under a second.
+        let threads = tch::get_num_threads();
+        tch::set_num_threads(1);
+        let y_hat = tch::no_grad(|| {
+            let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+            let idx = Tensor::from_slice(&idx).view([1, rows as i64, cols as i64]);
+            let noise = Tensor::from_slice(&noise).view([1, NOISE_CHANNELS, yh as i64, yw as i64]);
+            let y = net.decode(&net.lookup(&idx), &noise, None, ConvPrecision::F32);
+            Vec::<f32>::try_from(y.flatten(0, -1))
+        });
+        tch::set_num_threads(threads);
+        let y_hat = y_hat?;
+        let generator = (w > 0.0).then_some((&realism.generator, Weights::Uniform(w)));
+        let image = codec.synthesize_values(
+            &y_hat,
+            yh,
+            yw,
+            h.width,
+            h.height,
+            generator.as_ref().map(|(g, w)| (*g, w)),
+        )?;
+        timings.networks = start.elapsed();
+        Ok(UltralowDecode {
+            image,
+            caption,
+            timings,
+        })
+    }
+}
