@@ -370,3 +370,30 @@ fn write_png_with_xmp(path: &Path, packet: &[u8]) {
         .unwrap();
     writer.write_image_data(img.as_raw()).unwrap();
 }
+
+#[test]
+fn roundtrip_runs_the_ultralow_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = sample_path();
+    let out = mirage(
+        &[
+            "roundtrip",
+            s(&input),
+            s(dir.path()),
+            "--mode",
+            "ultralow",
+            "--quality",
+            "0",
+        ],
+        "2",
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.path().join("kodim23-crop.mrg")).unwrap();
+    assert!(is_ultralow(&bytes).unwrap());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{} bytes", bytes.len())));
+}

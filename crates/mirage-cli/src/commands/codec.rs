@@ -204,7 +204,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             // `auto` is the whole ConHa path when the predictor is there: the encoder
             // writes its realism map and the decoder follows it.
             let encode_realism = match realism {
-                Realism::Auto if add_ons.predictor.is_some() => Some(Realism::Auto),
+                Realism::Auto if add_ons.predictor.is_some() && mode.mode == Mode::Core => {
+                    Some(Realism::Auto)
+                }
                 _ => None,
             };
             let job = Job {
