@@ -75,7 +75,12 @@ fn xmp_description(raw: &[u8]) -> Result<Option<String>, String> {
     });
     let text: Option<String> = default
         .or(entries.first())
-        .map(|n| n.descendants().filter_map(|d| d.text()).collect())
+        .map(|n| {
+            n.descendants()
+                .filter(|d| d.is_text())
+                .filter_map(|d| d.text())
+                .collect()
+        })
         .or_else(|| description.text().map(String::from));
     Ok(text.filter(|t| !t.trim().is_empty()))
 }
