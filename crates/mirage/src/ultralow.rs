@@ -123,12 +123,11 @@ impl UltralowCodec {
         point: usize,
         caption: Option<&str>,
     ) -> Result<(Vec<u8>, UltralowReport)> {
-        self.compress_analysis(codec, &codec.analyse(img)?, img, point, caption)
+        self.compress_analysis(&codec.analyse(img)?, img, point, caption)
     }
 
     fn compress_analysis(
         &self,
-        _codec: &Codec,
         analysis: &crate::codec::Analysis,
         img: &RgbImage,
         point: usize,
@@ -155,13 +154,10 @@ impl UltralowCodec {
         if let Some(text) = caption {
             sections.push(compress_caption(text)?);
         }
-        let report = UltralowReport {
-            point,
-            bytes: 0,
-            index_bytes: sections[INDEX_SECTION].len(),
-            caption_bytes: sections.get(CAPTION_SECTION).map_or(0, Vec::len),
-            cells: indices.len(),
-        };
+        let (index_bytes, caption_bytes) = (
+            sections[INDEX_SECTION].len(),
+            sections.get(CAPTION_SECTION).map_or(0, Vec::len),
+        );
         let container = Container {
             header: Header {
                 model_id: self.id,
@@ -175,13 +171,14 @@ impl UltralowCodec {
             sections,
         };
         let bytes = mirage_format::write(&container)?;
-        Ok((
-            bytes.clone(),
-            UltralowReport {
-                bytes: bytes.len(),
-                ..report
-            },
-        ))
+        let report = UltralowReport {
+            point,
+            bytes: bytes.len(),
+            index_bytes,
+            caption_bytes,
+            cells: indices.len(),
+        };
+        Ok((bytes, report))
     }
 
     /// Compresses at the highest operating point whose file meets the target
@@ -198,7 +195,7 @@ impl UltralowCodec {
         let max_bytes = match target {
             RateTarget::Quality(q) if (0.0..=100.0).contains(&q) => {
                 let point = ((q / 100.0 * POINT_COUNT as f64) as usize).min(POINT_COUNT - 1);
-                return self.compress_analysis(codec, &analysis, img, point, caption);
+                return self.compress_analysis(&analysis, img, point, caption);
             }
             RateTarget::Bpp(b) if b.is_finite() && b > 0.0 => (b * pixels / 8.0).floor() as usize,
             RateTarget::Bytes(n) if n > 0 => n,
@@ -210,7 +207,7 @@ impl UltralowCodec {
         };
         let mut best = None;
         for point in 0..POINT_COUNT {
-            let (bytes, report) = self.compress_analysis(codec, &analysis, img, point, caption)?;
+            let (bytes, report) = self.compress_analysis(&analysis, img, point, caption)?;
             if bytes.len() > max_bytes {
                 if best.is_none() {
                     return Err(MirageError::TargetUnreachable {
@@ -315,7 +312,7 @@ impl UltralowCodec {
         tch::set_num_threads(threads);
         let y_hat = y_hat?;
         let generator = (w > 0.0).then_some((&realism.generator, Weights::Uniform(w)));
-        let image = codec.synthesize_values(
+        let image = codec.synthesize(
             &y_hat,
             yh,
             yw,

@@ -446,20 +446,6 @@ impl Codec {
         })
     }
 
-    /// Latent values (channel-first, inverse gain applied) → pixels, for decoders that
-    /// make their latent some other way (the ultra-low mode).
-    pub(crate) fn synthesize_values(
-        &self,
-        y_hat: &[f32],
-        yh: usize,
-        yw: usize,
-        width: u32,
-        height: u32,
-        realism: Option<(&RealismGenerator, &Weights)>,
-    ) -> Result<RgbImage> {
-        self.synthesize(y_hat, yh, yw, width, height, realism)
-    }
-
     /// Turns a decoded latent into pixels: the core's synthesis, or with `realism`
     /// the realism generator at those weights.
     pub(crate) fn synthesize_latent(

@@ -63,7 +63,7 @@ impl Codec {
     }
 
     /// Latent (channel-first, inverse gain applied) → cropped 8-bit image.
-    pub(super) fn synthesize(
+    pub(crate) fn synthesize(
         &self,
         y_hat: &[f32],
         yh: usize,
