@@ -12,6 +12,7 @@ use crate::metrics;
 use anyhow::Result;
 use image::{imageops, Rgb, RgbImage};
 use mirage::decoders::{AddOns, Decoder, FlowSettings, Realism};
+use mirage::ultralow::{CaptionUse, POINT_COUNT};
 use mirage_eval::codecs::{ClassicCodec, ClassicKind, CodecUnderTest};
 use mirage_eval::rate_match::{RateMatcher, Reach};
 use std::path::Path;
@@ -89,6 +90,9 @@ pub enum Column {
     /// A classic codec (`avif`, `jxl`, `webp`, ...) at the largest file no bigger than
     /// Mirage's file: the user's question "Mirage or AVIF, at this size?".
     Classic(ClassicKind),
+    /// The ultra-low mode (PerCo) at an operating point, decoded at w = 1: a file of
+    /// its own (0.003–0.03 bpp), whatever the rate of the core's file.
+    Ultralow(usize),
 }
 
 impl Column {
@@ -99,6 +103,7 @@ impl Column {
             Column::Auto => "ConHa map".into(),
             Column::Fixed => "ConHa-fixed".into(),
             Column::Classic(kind) => format!("{} (same bytes)", ClassicCodec::new(*kind).name()),
+            Column::Ultralow(point) => format!("ultra-low p{point}"),
         }
     }
 
@@ -157,13 +162,31 @@ impl Column {
                 let decoded = classic.decode(&matched.encoding.bytes)?;
                 return Ok((decoded, matched.encoding.bytes.len()));
             }
+            Column::Ultralow(point) => {
+                let (file, _) = add_ons
+                    .ultralow()?
+                    .compress(codec, original, *point, None)?;
+                let (decoded, _, _) =
+                    add_ons.decompress_any(codec, &file, Realism::Auto, CaptionUse::FromFile)?;
+                return Ok((decoded, file.len()));
+            }
         };
         Ok((decoded, bytes.len()))
     }
 
     /// Parses `w0.5` / `0.5` (a realism weight), `flow4` (flow steps), `auto` (the
-    /// ConHa map), `fixed` (ConHa-fixed) or a classic codec's name (`avif`, `jxl`, ...).
+    /// ConHa map), `fixed` (ConHa-fixed), `ultralow0`–`ultralow2` (the ultra-low mode's
+    /// points) or a classic codec's name (`avif`, `jxl`, ...).
     pub fn parse(s: &str) -> std::result::Result<Column, String> {
+        if let Some(point) = s.strip_prefix("ultralow") {
+            return match point.parse::<usize>() {
+                Ok(p) if p < POINT_COUNT => Ok(Column::Ultralow(p)),
+                _ => Err(format!(
+                    "expected ultralow0 to ultralow{} (an operating point), not `{s}`",
+                    POINT_COUNT - 1
+                )),
+            };
+        }
         match s {
             "auto" => return Ok(Column::Auto),
             "fixed" => return Ok(Column::Fixed),
@@ -186,7 +209,7 @@ impl Column {
         match s.trim_start_matches('w').parse::<f32>() {
             Ok(w) if (0.0..=1.0).contains(&w) => Ok(Column::Realism(w)),
             _ => Err(format!(
-                "expected a weight from 0 to 1, flowN, auto, fixed or a classic codec (avif, jxl, webp, jpeg, heic), not `{s}`"
+                "expected a weight from 0 to 1, flowN, auto, fixed, ultralowN or a classic codec (avif, jxl, webp, jpeg, heic), not `{s}`"
             )),
         }
     }
@@ -297,4 +320,19 @@ pub fn markdown(rows: &[Row], columns: &[Column], picture: &str) -> String {
         s += "\n";
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_parse_by_name() {
+        assert_eq!(Column::parse("ultralow2"), Ok(Column::Ultralow(2)));
+        assert!(Column::parse("ultralow3").is_err());
+        assert!(Column::parse("ultralow").is_err());
+        assert_eq!(Column::parse("w0.5"), Ok(Column::Realism(0.5)));
+        assert_eq!(Column::parse("auto"), Ok(Column::Auto));
+        assert!(Column::parse("w2").is_err());
+    }
 }

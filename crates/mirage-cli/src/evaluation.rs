@@ -13,6 +13,7 @@ use crate::realism_measure::RealismMeasure;
 use anyhow::Result;
 use image::RgbImage;
 use mirage::decoders::{AddOns, Decoder, Realism, RealismDecoder};
+use mirage::ultralow::{CaptionUse, POINT_COUNT};
 use mirage_eval::codecs::{CallStats, LastCallStats, MoreBits, SettingRange};
 use mirage_eval::{CodecUnderTest, FeatureRows, SetMeasure};
 use mirage_format::RATE_MAX;
@@ -219,6 +220,91 @@ impl CodecUnderTest for MirageUnderTest {
 
     fn format_setting(&self, setting: f64) -> String {
         format!("q{setting:.1}")
+    }
+}
+
+/// The ultra-low mode (PerCo) as a codec under test, named `mirage-ultralow`: its
+/// setting is the operating point (0, 1, 2: about 0.003, 0.01 and 0.03 bpp), files
+/// carry no caption, and decodes are at the file's weight (w = 1).
+pub struct UltralowUnderTest {
+    /// Behind mutexes for the reason [`MirageUnderTest`]'s codec is.
+    codec: Mutex<Codec>,
+    add_ons: Mutex<AddOns>,
+    description: String,
+    last_call: LastCallStats,
+}
+
+impl UltralowUnderTest {
+    /// Fails if the bundled ultra-low model does not fit the loaded core.
+    pub fn new(codec: Codec, add_ons: AddOns) -> Result<UltralowUnderTest> {
+        let description = format!(
+            "Mirage ultra-low mode (model {}, on core {}), operating points 0..{}",
+            id_hex(&add_ons.ultralow()?.id),
+            id_hex(&codec.id()),
+            POINT_COUNT - 1
+        );
+        Ok(UltralowUnderTest {
+            codec: Mutex::new(codec),
+            add_ons: Mutex::new(add_ons),
+            description,
+            last_call: LastCallStats::default(),
+        })
+    }
+}
+
+impl CodecUnderTest for UltralowUnderTest {
+    fn name(&self) -> String {
+        "mirage-ultralow".into()
+    }
+
+    fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn settings(&self) -> SettingRange {
+        SettingRange {
+            min: 0.0,
+            max: (POINT_COUNT - 1) as f64,
+            step: 1.0,
+            more_bits: MoreBits::HigherSetting,
+        }
+    }
+
+    fn encode(&self, img: &RgbImage, setting: f64) -> Result<Vec<u8>> {
+        let point = setting.round() as usize;
+        if setting < 0.0 || point >= POINT_COUNT {
+            anyhow::bail!(
+                "operating point {setting} is outside 0..{}",
+                POINT_COUNT - 1
+            );
+        }
+        let _torch = torch_lock();
+        let codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
+        let add_ons = self.add_ons.lock().unwrap_or_else(|e| e.into_inner());
+        let ((bytes, _), stats) = MirageUnderTest::measure(|| {
+            Ok(add_ons.ultralow()?.compress(&codec, img, point, None)?)
+        })?;
+        self.last_call.record(stats);
+        Ok(bytes)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<RgbImage> {
+        let _torch = torch_lock();
+        let codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
+        let add_ons = self.add_ons.lock().unwrap_or_else(|e| e.into_inner());
+        let ((decoded, _, _), stats) = MirageUnderTest::measure(|| {
+            Ok(add_ons.decompress_any(&codec, bytes, Realism::Auto, CaptionUse::FromFile)?)
+        })?;
+        self.last_call.record(stats);
+        Ok(decoded)
+    }
+
+    fn last_call_stats(&self) -> Option<CallStats> {
+        self.last_call.get()
+    }
+
+    fn format_setting(&self, setting: f64) -> String {
+        format!("p{setting:.0}")
     }
 }
 

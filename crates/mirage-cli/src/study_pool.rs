@@ -24,6 +24,7 @@ pub fn condition_name(column: &Column) -> String {
             use mirage_eval::codecs::CodecUnderTest;
             mirage_eval::codecs::ClassicCodec::new(*kind).name()
         }
+        Column::Ultralow(point) => format!("mirage-ultralow-p{point}"),
     }
 }
 

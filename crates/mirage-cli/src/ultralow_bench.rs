@@ -10,11 +10,12 @@ use crate::{metrics, progress};
 use anyhow::{Context, Result};
 use image::RgbImage;
 use mirage::decoders::{AddOns, Realism};
-use mirage::ultralow::POINT_COUNT;
+use mirage::ultralow::{CaptionUse, POINT_COUNT};
 use mirage_eval::codecs::{ClassicCodec, ClassicKind, CodecUnderTest};
 use mirage_eval::rate_match::RateMatcher;
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub struct UltralowBenchOptions {
@@ -24,13 +25,42 @@ pub struct UltralowBenchOptions {
     pub sheet_images: Vec<String>,
     /// Realism weights to decode each file at; the sheets show the first.
     pub weights: Vec<f32>,
+    /// Captions by file name (`--captions`): each Mirage row then comes twice, with the
+    /// image's caption in the file (and counted in its bytes) and without.
+    pub captions: Option<HashMap<String, String>>,
+}
+
+/// Reads a caption table: lines of `file name<TAB>caption`; `#` starts a comment.
+pub fn read_caption_table(path: &Path) -> Result<HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table = HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, caption)) = line.split_once('\t') else {
+            anyhow::bail!(
+                "{}:{}: expected `file name<TAB>caption`",
+                path.display(),
+                n + 1
+            );
+        };
+        table.insert(name.trim().to_string(), caption.trim().to_string());
+    }
+    Ok(table)
 }
 
 /// One row of the table: how each image was coded and decoded.
 #[derive(Clone, Copy, Debug)]
 enum Row {
-    /// The ultra-low mode at a point, decoded at a realism weight.
-    Mirage { point: usize, weight: f32 },
+    /// The ultra-low mode at a point, decoded at a realism weight, with the image's
+    /// caption in the file or without.
+    Mirage {
+        point: usize,
+        weight: f32,
+        caption: bool,
+    },
     /// A classic codec at its lowest-rate setting.
     ClassicLowest(ClassicKind),
     /// A classic codec at the largest file no bigger than Mirage's at `point` (or its
@@ -41,7 +71,14 @@ enum Row {
 impl Row {
     fn label(&self) -> String {
         match *self {
-            Row::Mirage { point, weight } => format!("Mirage ultra-low p{point}, w = {weight}"),
+            Row::Mirage {
+                point,
+                weight,
+                caption,
+            } => format!(
+                "Mirage ultra-low p{point}, w = {weight}{}",
+                if caption { ", caption" } else { "" }
+            ),
             Row::ClassicLowest(kind) => {
                 format!("{} lowest setting", ClassicCodec::new(kind).name())
             }
@@ -56,11 +93,20 @@ const JXL_R8: ClassicKind = ClassicKind::JpegXl {
     resampling: Some(8),
 };
 
-fn rows(weights: &[f32]) -> Vec<Row> {
+fn rows(weights: &[f32], captions: bool) -> Vec<Row> {
     let mut rows = vec![];
     for point in 0..POINT_COUNT {
         for &weight in weights {
-            rows.push(Row::Mirage { point, weight });
+            for caption in [false, true] {
+                if caption && !captions {
+                    continue;
+                }
+                rows.push(Row::Mirage {
+                    point,
+                    weight,
+                    caption,
+                });
+            }
         }
     }
     rows.push(Row::ClassicLowest(JXL_R8));
@@ -87,20 +133,37 @@ pub fn run_ultralow(
     for kind in [JXL_R8, ClassicKind::Avif] {
         ClassicCodec::new(kind).check_available()?;
     }
-    // Each image's ultra-low files, one per point (no caption: Kodak has none).
-    let files: Vec<Vec<Vec<u8>>> = originals
+    // Each image's ultra-low files, one per point: without a caption, and (with
+    // `--captions`) with the image's caption; an image the table does not name gets
+    // the plain file in both rows.
+    let caption_of = |path: &PathBuf| {
+        let name = path.file_name()?.to_string_lossy().to_string();
+        o.captions.as_ref()?.get(&name).cloned()
+    };
+    let captioned_images = paths.iter().filter(|p| caption_of(p).is_some()).count();
+    let files: Vec<[Vec<Vec<u8>>; 2]> = paths
         .iter()
-        .map(|img| {
-            (0..POINT_COUNT)
-                .map(|p| Ok(ultralow.compress(codec, img, p, None)?.0))
-                .collect::<Result<_>>()
+        .zip(&originals)
+        .map(|(path, img)| {
+            let caption = caption_of(path);
+            let code = |caption: Option<&str>| -> Result<Vec<Vec<u8>>> {
+                (0..POINT_COUNT)
+                    .map(|p| Ok(ultralow.compress(codec, img, p, caption)?.0))
+                    .collect()
+            };
+            let plain = code(None)?;
+            let captioned = match &caption {
+                Some(text) => code(Some(text))?,
+                None => plain.clone(),
+            };
+            Ok([plain, captioned])
         })
         .collect::<Result<_>>()?;
     // Warm-up: libtorch builds its kernels on first use.
-    if let Some(bytes) = files.first().and_then(|f| f.first()) {
-        add_ons.decompress_any(codec, bytes, Realism::Weight(1.0))?;
+    if let Some(bytes) = files.last().and_then(|f| f[1].first()) {
+        add_ons.decompress_any(codec, bytes, Realism::Weight(1.0), CaptionUse::FromFile)?;
     }
-    let rows = rows(&o.weights);
+    let rows = rows(&o.weights, o.captions.is_some());
     let bar = progress::bar((rows.len() * originals.len()) as u64, "decodes");
     let mut csv = String::from("image,row,bytes,bpp,psnr,ssimulacra2,decode_s,reached\n");
     let mut lines = vec![];
@@ -113,16 +176,27 @@ pub fn run_ultralow(
         for ((path, img), files) in paths.iter().zip(&originals).zip(&files) {
             let pixels = (img.width() * img.height()) as f64;
             let (out, bytes, decode_s, reached) = match *row {
-                Row::Mirage { point, weight } => {
+                Row::Mirage {
+                    point,
+                    weight,
+                    caption,
+                } => {
+                    let file = &files[caption as usize][point];
                     let start = Instant::now();
-                    let (out, _, _) =
-                        add_ons.decompress_any(codec, &files[point], Realism::Weight(weight))?;
-                    (out, files[point].len(), start.elapsed().as_secs_f64(), true)
+                    let (out, _, _) = add_ons.decompress_any(
+                        codec,
+                        file,
+                        Realism::Weight(weight),
+                        CaptionUse::FromFile,
+                    )?;
+                    (out, file.len(), start.elapsed().as_secs_f64(), true)
                 }
                 Row::ClassicLowest(kind) | Row::ClassicMatched(kind, _) => {
                     let classic = ClassicCodec::new(kind);
                     let target = match *row {
-                        Row::ClassicMatched(_, point) => files[point].len() as f64 * 8.0 / pixels,
+                        Row::ClassicMatched(_, point) => {
+                            files[0][point].len() as f64 * 8.0 / pixels
+                        }
                         _ => 1e-6,
                     };
                     let matched = RateMatcher::new(&classic, img)
@@ -147,7 +221,7 @@ pub fn run_ultralow(
             ];
             let _ = writeln!(
                 csv,
-                "{},{},{bytes},{:.5},{:.3},{:.3},{:.3},{reached}",
+                "{},\"{}\",{bytes},{:.5},{:.3},{:.3},{:.3},{reached}",
                 path.file_stem().unwrap_or_default().to_string_lossy(),
                 row.label(),
                 values[0],
@@ -187,9 +261,17 @@ pub fn run_ultralow(
         decodes_by_row.push(decoded);
     }
     bar.finish_and_clear();
+    let caption_note = match &o.captions {
+        None => "Mirage's files hold the header and the index grid (no caption)".to_string(),
+        Some(_) => format!(
+            "Mirage's files hold the header and the index grid; \"caption\" rows also hold the image's caption ({captioned_images} of the images have one), counted in their bytes. \
+             The grid decoder {} captions",
+            if ultralow.reads_captions { "reads" } else { "ignores" }
+        ),
+    };
     let mut table = format!(
-        "Mean over {} images. Mirage's files hold the header and the index grid (no caption); the classic codecs' files are whole files too. \
-         \"≤ bytes of pN\": the largest file no bigger than Mirage's at point N, per image. Decode: wall-clock seconds per image, {} threads.\n\n",
+        "Mean over {} images. {caption_note}; the classic codecs' files are whole files too. \
+         \"≤ bytes of pN\": the largest file no bigger than Mirage's (without caption) at point N, per image. Decode: wall-clock seconds per image, {} threads.\n\n",
         originals.len(),
         tch::get_num_threads()
     );
@@ -206,9 +288,21 @@ pub fn run_ultralow(
     std::fs::write(o.out_dir.join("ultralow.csv"), &csv)?;
     std::fs::write(o.out_dir.join("ultralow.md"), &table)?;
 
-    // Full-image sheets: original, p0, p1, p2 (w = 1), JPEG XL r8 lowest, AVIF lowest.
-    let nw = o.weights.len();
-    let shown = [0, nw, 2 * nw, 3 * nw, 3 * nw + 3];
+    // Full-image sheets: original, p0, p1, p2 (first weight; with the caption when
+    // there are captions), JPEG XL r8 lowest, AVIF lowest.
+    let row_of = |wanted: &dyn Fn(&Row) -> bool| rows.iter().position(wanted).expect("a row");
+    let mut shown: Vec<usize> = (0..POINT_COUNT)
+        .map(|p| {
+            row_of(&|r| {
+                matches!(*r, Row::Mirage { point, weight, caption }
+                    if point == p && weight == o.weights[0] && caption == o.captions.is_some())
+            })
+        })
+        .collect();
+    shown.push(row_of(&|r| matches!(r, Row::ClassicLowest(JXL_R8))));
+    shown.push(row_of(&|r| {
+        matches!(r, Row::ClassicLowest(ClassicKind::Avif))
+    }));
     for stem in &o.sheet_images {
         let Some(i) = paths
             .iter()

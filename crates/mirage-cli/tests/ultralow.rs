@@ -3,7 +3,7 @@
 //! instruction set, and clear errors (no output written) for bad input.
 
 use mirage::decoders::{AddOns, Realism};
-use mirage::ultralow::{is_ultralow, POINT_COUNT};
+use mirage::ultralow::{is_ultralow, CaptionUse, POINT_COUNT};
 use mirage::{Codec, RateTarget};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,7 +54,7 @@ fn every_point_has_the_documented_size_and_keeps_the_image() {
         assert!(bytes.len() > last, "points are ordered by rate");
         last = bytes.len();
         let (decoded, _, caption) = add_ons
-            .decompress_any(&codec, &bytes, Realism::Auto)
+            .decompress_any(&codec, &bytes, Realism::Auto, CaptionUse::FromFile)
             .unwrap();
         assert_eq!(caption, None);
         assert_eq!(decoded.dimensions(), img.dimensions());
@@ -110,7 +110,7 @@ fn the_caption_is_stored_counted_and_returned() {
     assert_eq!(captioned.len(), plain.len() + 4 + report.caption_bytes);
     assert!(report.caption_bytes > 0 && report.caption_bytes < text.len());
     let (_, _, caption) = add_ons
-        .decompress_any(&codec, &captioned, Realism::Auto)
+        .decompress_any(&codec, &captioned, Realism::Auto, CaptionUse::FromFile)
         .unwrap();
     assert_eq!(caption.as_deref(), Some(text));
     let too_long = "a".repeat(mirage_format::ultralow::MAX_CAPTION_BYTES + 1);
@@ -118,6 +118,105 @@ fn the_caption_is_stored_counted_and_returned() {
         .compress(&codec, &img, 0, Some(&too_long))
         .unwrap_err();
     assert!(err.to_string().contains("at most"), "{err}");
+}
+
+const PARROTS: &str =
+    "Two parrots, a blue and yellow macaw and a red macaw, in front of green leaves.";
+
+/// The bundled model reads captions: a caption changes the decode, another caption
+/// changes it otherwise, and ignoring the caption gives exactly the decode of the same
+/// file without one.
+#[test]
+fn the_caption_conditions_the_decode() {
+    let (codec, add_ons) = codec();
+    let img = sample();
+    let ultralow = add_ons.ultralow().unwrap();
+    assert!(
+        ultralow.reads_captions,
+        "the bundled ultra-low model is trained with captions"
+    );
+    let (plain, _) = ultralow.compress(&codec, &img, 0, None).unwrap();
+    let (parrots, _) = ultralow.compress(&codec, &img, 0, Some(PARROTS)).unwrap();
+    let (snow, _) = ultralow
+        .compress(&codec, &img, 0, Some("A snowy mountain under a grey sky."))
+        .unwrap();
+    let decode = |bytes: &[u8], caption: CaptionUse| {
+        add_ons
+            .decompress_any(&codec, bytes, Realism::Weight(0.0), caption)
+            .unwrap()
+            .0
+    };
+    let without = decode(&plain, CaptionUse::FromFile);
+    assert!(decode(&parrots, CaptionUse::Ignore) == without);
+    let with_parrots = decode(&parrots, CaptionUse::FromFile);
+    assert!(with_parrots != without, "the caption changed nothing");
+    assert!(with_parrots != decode(&snow, CaptionUse::FromFile));
+    assert!(with_parrots == decode(&parrots, CaptionUse::FromFile));
+}
+
+/// Without the sentence encoder a captioned file is a clear error (and no output),
+/// unless the caption is ignored.
+#[test]
+fn a_captioned_file_without_the_sentence_encoder_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.mrg");
+    let input = sample_path();
+    let args = [
+        "encode",
+        s(&input),
+        s(&file),
+        "--mode",
+        "ultralow",
+        "--caption",
+        PARROTS,
+    ];
+    assert!(mirage(&args, "2", None).status.success());
+    let png = dir.path().join("c.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["decode", s(&file), s(&png)])
+        .env("MIRAGE_TEXT_MODEL", dir.path().join("no-encoder-here"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("setup-text-encoder"), "{stderr}");
+    assert!(!png.exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage"))
+        .args(["decode", s(&file), s(&png), "--ignore-caption"])
+        .env("MIRAGE_TEXT_MODEL", dir.path().join("no-encoder-here"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(png.exists());
+}
+
+/// The bundled model replaced one whose files are in users' hands: it has the same
+/// encoders and codebooks, so it decodes their files (to the same pixels as its own
+/// file of the same indices), and says so in its metadata.
+#[test]
+fn files_of_the_superseded_model_still_decode() {
+    let (codec, add_ons) = codec();
+    let ultralow = add_ons.ultralow().unwrap();
+    let superseded = ultralow.reads_files_of();
+    assert!(
+        superseded.contains(&"661ebc827195eecf".to_string()),
+        "{superseded:?}"
+    );
+    let (bytes, _) = ultralow.compress(&codec, &sample(), 1, None).unwrap();
+    let mut c = mirage_format::read(&bytes).unwrap();
+    c.header.model_id = [0x66, 0x1e, 0xbc, 0x82, 0x71, 0x95, 0xee, 0xcf];
+    let old = mirage_format::write(&c).unwrap();
+    let decode = |b: &[u8]| {
+        add_ons
+            .decompress_any(&codec, b, Realism::Auto, CaptionUse::FromFile)
+            .unwrap()
+            .0
+    };
+    assert!(decode(&old) == decode(&bytes));
 }
 
 #[test]
@@ -130,7 +229,7 @@ fn damaged_or_foreign_files_are_refused() {
     c.sections[0].pop();
     let short = mirage_format::write(&c).unwrap();
     let err = add_ons
-        .decompress_any(&codec, &short, Realism::Auto)
+        .decompress_any(&codec, &short, Realism::Auto, CaptionUse::FromFile)
         .unwrap_err();
     assert!(err.to_string().contains("index section"), "{err}");
     // Another model's file.
@@ -138,7 +237,7 @@ fn damaged_or_foreign_files_are_refused() {
     c.header.model_id = [7; 8];
     let foreign = mirage_format::write(&c).unwrap();
     let err = add_ons
-        .decompress_any(&codec, &foreign, Realism::Auto)
+        .decompress_any(&codec, &foreign, Realism::Auto, CaptionUse::FromFile)
         .unwrap_err();
     assert!(err.to_string().contains("made with model"), "{err}");
     // An operating point this model does not have.
@@ -146,20 +245,23 @@ fn damaged_or_foreign_files_are_refused() {
     c.header.rate = POINT_COUNT as u16;
     let unknown = mirage_format::write(&c).unwrap();
     assert!(add_ons
-        .decompress_any(&codec, &unknown, Realism::Auto)
+        .decompress_any(&codec, &unknown, Realism::Auto, CaptionUse::FromFile)
         .is_err());
     // A flipped payload byte is caught by the container's checksum.
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x10;
     assert!(add_ons
-        .decompress_any(&codec, &flipped, Realism::Auto)
+        .decompress_any(&codec, &flipped, Realism::Auto, CaptionUse::FromFile)
         .is_err());
 }
 
 fn mirage(args: &[&str], threads: &str, isa: Option<&str>) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirage"));
-    cmd.args(["--threads", threads]).args(args);
+    // RAYON_NUM_THREADS too: the sentence encoder (candle) splits its work by it.
+    cmd.args(["--threads", threads])
+        .args(args)
+        .env("RAYON_NUM_THREADS", threads);
     if let Some(isa) = isa {
         cmd.env("ONEDNN_MAX_CPU_ISA", isa);
     }
@@ -170,8 +272,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The same file decodes to the same pixels with 1 or 2 threads, and the file itself
-/// does not depend on the encoder's thread count. With libtorch's kernels limited to
+/// The same file (with a caption, so the sentence encoder runs too) decodes to the
+/// same pixels with 1 or 2 threads, and the file itself does not depend on the
+/// encoder's thread count. With libtorch's kernels limited to
 /// other instruction sets (other CPUs) the pixels may differ in the last bit, as the
 /// core's do, but by no more than one level.
 #[test]
@@ -188,6 +291,8 @@ fn decodes_are_identical_across_threads_and_instruction_sets() {
             "ultralow",
             "--quality",
             "50",
+            "--caption",
+            PARROTS,
         ];
         let out = mirage(&args, threads, None);
         assert!(
@@ -403,4 +508,32 @@ fn roundtrip_runs_the_ultralow_mode() {
     let bytes = std::fs::read(dir.path().join("kodim23-crop.mrg")).unwrap();
     assert!(is_ultralow(&bytes).unwrap());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{} bytes", bytes.len())));
+}
+
+/// `bench decoders`, `study pool` (a column) and `eval` (a codec under test) code with
+/// the ultra-low mode too.
+#[test]
+fn the_benchmarks_and_the_evaluation_take_the_ultralow_mode() {
+    use mirage_eval::codecs::CodecUnderTest;
+    let (codec, add_ons) = codec();
+    let img = sample();
+    let (core_file, _) = codec.compress(&img, RateTarget::Quality(30.0)).unwrap();
+    let column = mirage_cli::comparison::Column::parse("ultralow0").unwrap();
+    let (decoded, bytes) = column.decode(&codec, &add_ons, &img, &core_file).unwrap();
+    let (own, _) = add_ons
+        .ultralow()
+        .unwrap()
+        .compress(&codec, &img, 0, None)
+        .unwrap();
+    assert_eq!(bytes, own.len());
+    assert_eq!(decoded.dimensions(), img.dimensions());
+    let under_test = mirage_cli::evaluation::UltralowUnderTest::new(codec, add_ons).unwrap();
+    assert_eq!(under_test.settings().steps() as usize, POINT_COUNT - 1);
+    let file = under_test.encode(&img, 1.0).unwrap();
+    assert!(is_ultralow(&file).unwrap());
+    assert_eq!(
+        under_test.decode(&file).unwrap().dimensions(),
+        img.dimensions()
+    );
+    assert!(under_test.encode(&img, 3.0).is_err());
 }

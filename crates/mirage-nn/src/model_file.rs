@@ -139,6 +139,9 @@ pub const REALISM_FORMAT_NAME: &str = "mirage-realism-v1";
 pub const FLOW_FORMAT_NAME: &str = "mirage-flow-v1";
 pub const PREDICTOR_FORMAT_NAME: &str = "mirage-realism-predictor-v1";
 pub const ULTRALOW_FORMAT_NAME: &str = "mirage-ultralow-v1";
+/// Metadata of an ultra-low model: the earlier models (hex ids, comma-separated) whose
+/// files it decodes too (see [`export_ultralow`]).
+pub const READS_FILES_OF: &str = "reads_files_of";
 
 /// Writes a shipped decoder add-on (the realism generator or the flow refiner) from a
 /// training checkpoint, tied to the hyperprior it was trained on: it only decodes
@@ -228,18 +231,31 @@ pub fn export_predictor(
 /// shipped file, tied to the core whose latents it predicts and to the realism
 /// generator that decodes them (`generator`), so that a file decodes to the pixels it
 /// was evaluated with.
+///
+/// `supersedes`: an earlier shipped model whose files this one also decodes. That
+/// holds only if the grid encoders and codebooks are exactly the earlier model's
+/// (trained with `--freeze-codes`): then an old file's indices name the same codes,
+/// and only the grid decoder that turns them into a latent is new. The export checks
+/// it, and names the earlier model (and those it superseded) in `reads_files_of`.
 pub fn export_ultralow(
     checkpoint: &Path,
     config: crate::model::ultralow::UltralowConfig,
     base: &[u8; 8],
     generator: &[u8; 8],
+    supersedes: Option<&DecoderFile>,
     out: &Path,
 ) -> anyhow::Result<[u8; 8]> {
     let mut vs = VarStore::new(Device::Cpu);
     crate::model::ultralow::UltralowModel::new(&vs.root(), config, ConvPrecision::F32);
     vs.load(checkpoint)?;
     let owned = f16_variables(&vs, None)?;
-    let metadata = HashMap::from([
+    // FiLM layers start at zero and move only in caption training: a model whose
+    // FiLM weights are all zero ignores captions, and the decoder needs no text encoder.
+    let reads_captions = vs
+        .variables()
+        .iter()
+        .any(|(name, t)| name.contains(".film.") && t.abs().max().double_value(&[]) > 0.0);
+    let mut metadata = HashMap::from([
         ("format".to_string(), ULTRALOW_FORMAT_NAME.to_string()),
         ("base_model".to_string(), id_hex(base)),
         ("generator".to_string(), id_hex(generator)),
@@ -250,6 +266,39 @@ pub fn export_ultralow(
             config.latent_channels.to_string(),
         ),
     ]);
+    if reads_captions {
+        metadata.insert(
+            "caption_encoder".to_string(),
+            crate::model::ultralow::CAPTION_ENCODER.to_string(),
+        );
+    }
+    if let Some(old) = supersedes {
+        for (name, t) in vs.variables() {
+            if name.contains(".dec_") {
+                continue;
+            }
+            let Some((_, values)) = old.tensors.get(&name) else {
+                anyhow::bail!("the superseded model has no {name}");
+            };
+            // As stored: f16.
+            let new =
+                Vec::<f32>::try_from(t.to_kind(Kind::Half).to_kind(Kind::Float).flatten(0, -1))?;
+            if new != *values {
+                anyhow::bail!(
+                    "{name} differs from the superseded model's, so its files' indices would \
+                     mean other codes (train with --freeze-codes from it)"
+                );
+            }
+        }
+        let mut ids = vec![id_hex(&old.id)];
+        ids.extend(
+            old.text(READS_FILES_OF)
+                .into_iter()
+                .flat_map(|s| s.split(','))
+                .map(str::to_string),
+        );
+        metadata.insert(READS_FILES_OF.to_string(), ids.join(","));
+    }
     write_safetensors(&owned, metadata, out)
 }
 

@@ -15,6 +15,10 @@ pub struct Dataset {
     pub train: Vec<RgbImage>,
     /// Held-out photos (every 50th file) for the learning curve. Not Kodak.
     pub validation: Vec<RgbImage>,
+    /// The files of `train` and `validation`, in the same order (captions are matched
+    /// to photos by file name).
+    pub train_paths: Vec<PathBuf>,
+    pub validation_paths: Vec<PathBuf>,
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -67,6 +71,8 @@ impl Dataset {
         let (validation, train): (Vec<_>, Vec<_>) =
             images.into_iter().partition(|(i, _)| i % 50 == 0);
         Ok(Dataset {
+            train_paths: train.iter().map(|(i, _)| paths[*i].clone()).collect(),
+            validation_paths: validation.iter().map(|(i, _)| paths[*i].clone()).collect(),
             train: train.into_iter().map(|(_, im)| im).collect(),
             validation: validation.into_iter().map(|(_, im)| im).collect(),
         })

@@ -15,6 +15,7 @@
 //! not Kodak, at three rate settings). Re-running the same command resumes.
 
 pub mod adam;
+pub mod captions;
 pub mod data;
 pub mod flow;
 pub mod predictor;

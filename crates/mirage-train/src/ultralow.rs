@@ -13,13 +13,29 @@
 //! Codes unused for `RESTART_EVERY` steps restart at a random encoder output of the
 //! batch, so the codebook does not collapse; the log reports each point's perplexity.
 //!
+//! `--freeze-codes` trains the grid decoder alone: the encoders and codebooks (what
+//! the file carries) stay as they were. That is what makes the adversarial terms safe:
+//! with gradients reaching the codebooks they collapsed them (perplexity 900 → 2).
+//! `--pixel-adversarial` moves the discriminator from the latent to the pixels: a
+//! HiFiC patch discriminator (conditioned on the code grid) judges the core's
+//! synthesis of the predicted latent against the photo, with hinge losses, feature
+//! matching, and the realism trainer's random circular shift so that its 16-pixel
+//! patch grid cannot print itself on the decode. (On the latent, the frozen-code GAN
+//! drew a fine grid and shifted colours: the latent discriminator cannot see pixels.)
+//! `--captions` conditions the grid decoder on the COCO captions' sentence vectors
+//! (FiLM in every block), each photo's caption dropped with probability
+//! `--caption-drop` and absent for photos without one, so that decoding works both ways.
+//!
 //! A run directory holds `ultralow.safetensors`, the discriminator, both Adam states,
 //! `log.csv`, `validation.csv` and `snapshots/`; re-running the command resumes.
 
 use super::adam::Adam;
 use super::data::{mse_per_image, Dataset};
 use crate::model::layers::ConvPrecision;
-use crate::model::ultralow::{LatentDiscriminator, UltralowConfig, UltralowModel, NOISE_CHANNELS};
+use crate::model::realism::Discriminator;
+use crate::model::ultralow::{
+    LatentDiscriminator, UltralowConfig, UltralowModel, CAPTION_DIM, NOISE_CHANNELS,
+};
 use crate::model::Hyperprior;
 use crate::progress;
 use anyhow::{bail, Context, Result};
@@ -55,6 +71,19 @@ pub struct UltralowTrainOptions {
     /// A new run starts from these grid networks (a checkpoint of an earlier run),
     /// with a fresh optimizer.
     pub init_from: Option<PathBuf>,
+    /// Weight of the latent NMSE (1 in the regression stages; lower lets the
+    /// adversarial terms draw detail rather than the conditional mean).
+    pub k_latent: f64,
+    /// Train only the grid decoders: encoders and codebooks are frozen, and no code is
+    /// restarted.
+    pub freeze_codes: bool,
+    /// A directory of COCO caption files (`captions_*.json`): condition on captions.
+    pub captions: Option<PathBuf>,
+    /// Probability that a captioned photo's caption is dropped in a step.
+    pub caption_drop: f64,
+    /// The adversarial terms judge pixels (the synthesis of the pixel-loss crops)
+    /// rather than latents.
+    pub pixel_adversarial: bool,
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
@@ -71,6 +100,11 @@ struct Latents {
     photos: Vec<Tensor>,
     /// Held-out photos (the dataset's validation split) with their latents.
     validation: Vec<(Tensor, Tensor)>,
+    /// Sentence vectors `[n, 384]` of each training photo's captions (indexed like
+    /// `photos`, one per photo–mirror pair), and of each held-out photo's; empty
+    /// without `--captions`.
+    captions: Vec<Option<Tensor>>,
+    validation_captions: Vec<Option<Tensor>>,
     /// Mean squared value of the latents about their channel means (the loss's unit).
     variance: f64,
 }
@@ -128,7 +162,7 @@ fn load_latents(o: &UltralowTrainOptions, core: &Hyperprior, core_id: &str) -> R
         let mean = all.mean_dim(&[2i64][..], true, Kind::Float);
         (all - mean).square().mean(Kind::Float).double_value(&[])
     });
-    let photos = if o.k_pixel > 0.0 {
+    let photos = if o.k_pixel > 0.0 || o.pixel_adversarial {
         data.train.iter().map(|img| cell_aligned(img, 16)).collect()
     } else {
         vec![]
@@ -139,11 +173,32 @@ fn load_latents(o: &UltralowTrainOptions, core: &Hyperprior, core_id: &str) -> R
             cache.display()
         );
     }
+    let (captions, validation_captions) = match &o.captions {
+        None => (vec![], vec![]),
+        Some(dir) => {
+            let by_name = super::captions::load_coco_captions(dir)?;
+            let encoder =
+                mirage_text::SentenceEncoder::load(&mirage_text::SentenceEncoder::default_dir())?;
+            let train = super::captions::embed_captions(&data.train_paths, &by_name, &encoder)?;
+            let validation =
+                super::captions::embed_captions(&data.validation_paths, &by_name, &encoder)?;
+            eprintln!(
+                "captions: {} of {} training photos, {} of {} held-out",
+                train.iter().flatten().count(),
+                train.len(),
+                validation.iter().flatten().count(),
+                validation.len()
+            );
+            (train, validation)
+        }
+    };
     Ok(Latents {
         train,
         photos,
         validation,
         variance,
+        captions,
+        validation_captions,
     })
 }
 
@@ -172,6 +227,21 @@ fn batch(latents: &Latents, rng: &mut impl Rng, b: usize, crop: usize) -> (Tenso
         })
         .collect();
     (Tensor::cat(&crops, 0), origins)
+}
+
+/// Sentence vectors `[B, 384]` for a batch: one of the photo's captions at random,
+/// or zeros (no caption) for a photo without one and with probability `drop`.
+fn caption_batch(latents: &Latents, origins: &[Crop], drop: f64, rng: &mut impl Rng) -> Tensor {
+    let rows: Vec<Tensor> = origins
+        .iter()
+        .map(|c| match &latents.captions[c.index / 2] {
+            Some(e) if rng.gen::<f64>() >= drop => {
+                e.get(rng.gen_range(0..e.size()[0])).unsqueeze(0)
+            }
+            _ => Tensor::zeros([1, CAPTION_DIM], (Kind::Float, Device::Cpu)),
+        })
+        .collect();
+    Tensor::cat(&rows, 0)
 }
 
 /// The pixels of a latent crop, `[1, 3, 16·crop, 16·crop]` (mirrored for a mirror's latent).
@@ -217,7 +287,18 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
     let model = UltralowModel::new(&vs.root(), o.config, precision);
     let mut d_vs = VarStore::new(Device::Cpu);
     let discriminators: Vec<LatentDiscriminator> = (0..model.points.len())
+        .filter(|_| !o.pixel_adversarial)
         .map(|i| LatentDiscriminator::new(&(d_vs.root() / format!("point{i}")), o.config))
+        .collect();
+    let pixel_discriminators: Vec<Discriminator> = (0..model.points.len())
+        .filter(|_| o.pixel_adversarial)
+        .map(|i| {
+            Discriminator::new(
+                &(d_vs.root() / format!("pixel{i}")),
+                o.config.code_dim,
+                precision,
+            )
+        })
         .collect();
     let mut adam = Adam::new(&vs);
     let mut d_adam = Adam::with_betas(&d_vs, 0.5, 0.999);
@@ -247,7 +328,7 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
     )?;
     let mut val_log = super::open_log(
         &o.run_dir.join("validation.csv"),
-        "step,wall_seconds,point,latent_nmse,psnr,perplexity",
+        "step,wall_seconds,point,latent_nmse,psnr,perplexity,psnr_captioned_with,psnr_captioned_without",
     )?;
 
     let points = model.points.len();
@@ -267,34 +348,65 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
     while adam.step < o.steps {
         let (y, origins) = batch(&latents, &mut rng, o.batch, o.crop);
         let pb = o.pixel_batch.min(o.batch) as i64;
-        let photos = (o.k_pixel > 0.0).then(|| {
+        let photos = (o.k_pixel > 0.0 || o.pixel_adversarial).then(|| {
             let crops: Vec<Tensor> = origins[..pb as usize]
                 .iter()
                 .map(|c| photo_crop(&latents, c, o.crop as i64))
                 .collect();
             Tensor::cat(&crops, 0)
         });
+        let captions = (!latents.captions.is_empty())
+            .then(|| caption_batch(&latents, &origins, o.caption_drop, &mut rng));
         let adversarial = adam.step >= o.adversarial_after;
         let mut loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
         let mut fakes = vec![];
+        let mut pixel_fakes = vec![];
         let mut last_encoded = vec![];
+        // One circular shift per step for real and fake alike (see the module comment).
+        let shift = [rng.gen_range(0..16i64), rng.gen_range(0..16i64)];
+        let off_grid = |t: &Tensor| t.roll(&shift[..], &[2i64, 3][..]);
         for (i, net) in model.points.iter().enumerate() {
-            let q = net.quantize(&y, precision);
+            let q = if o.freeze_codes {
+                tch::no_grad(|| net.quantize(&y, precision))
+            } else {
+                net.quantize(&y, precision)
+            };
             let noise = Tensor::randn(
                 [o.batch as i64, NOISE_CHANNELS, o.crop as i64, o.crop as i64],
                 (Kind::Float, Device::Cpu),
             );
-            let y_pred = net.decode(&q.codes, &noise, None, precision);
+            let y_pred = net.decode(&q.codes, &noise, captions.as_ref(), precision);
             let nmse = (&y_pred - &y).square().mean(Kind::Float) / latents.variance;
             acc[i] += nmse.double_value(&[]);
-            loss = loss + &nmse + &q.vq_loss;
+            loss += &nmse * o.k_latent;
+            if !o.freeze_codes {
+                loss += &q.vq_loss;
+            }
             if let Some(x) = &photos {
                 let x_hat = fast_core.synthesis(&y_pred.narrow(0, 0, pb));
-                let mse = (x_hat - x).square().mean(Kind::Float);
+                let mse = (&x_hat - x).square().mean(Kind::Float);
                 acc_pixel[i] += mse.double_value(&[]);
                 loss += mse * o.k_pixel;
+                if adversarial && o.pixel_adversarial {
+                    let d = &pixel_discriminators[i];
+                    let c = o.crop as i64;
+                    let codes =
+                        q.codes
+                            .narrow(0, 0, pb)
+                            .detach()
+                            .upsample_nearest2d([c, c], None, None);
+                    let (logits, fake_features) = d.forward(&off_grid(&x_hat), &codes);
+                    let (_, real_features) = tch::no_grad(|| d.forward(&off_grid(x), &codes));
+                    let matching: Tensor = fake_features
+                        .iter()
+                        .zip(&real_features)
+                        .map(|(f, r)| (f - r).abs().mean(Kind::Float))
+                        .sum::<Tensor>();
+                    loss = loss - logits.mean(Kind::Float) * o.k_adv + matching * o.k_feature;
+                    pixel_fakes.push((off_grid(&x_hat.detach()), off_grid(x), codes));
+                }
             }
-            if adversarial {
+            if adversarial && !o.pixel_adversarial {
                 let d = &discriminators[i];
                 let (logits, fake_features) = d.forward(&y_pred, &q.codes, precision);
                 let (_, real_features) =
@@ -329,7 +441,22 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
             );
         }
 
-        if adversarial {
+        if adversarial && o.pixel_adversarial {
+            // Hinge loss, as the realism generator's discriminator.
+            let mut d_loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
+            for (d, (fake, real, codes)) in pixel_discriminators.iter().zip(&pixel_fakes) {
+                let (real_logits, _) = d.forward(real, codes);
+                let (fake_logits, _) = d.forward(fake, codes);
+                d_loss = d_loss
+                    + (-real_logits + 1.0).relu().mean(Kind::Float)
+                    + (fake_logits + 1.0).relu().mean(Kind::Float);
+            }
+            d_adam.zero_grad();
+            d_loss.backward();
+            d_adam.clip_grad_norm(10.0);
+            d_adam.update(o.lr);
+            acc_d += d_loss.double_value(&[]);
+        } else if adversarial {
             let mut d_loss = Tensor::zeros([], (Kind::Float, Device::Cpu));
             for (d, (fake, codes)) in discriminators.iter().zip(&fakes) {
                 let (real_logits, _) = d.forward(&y, codes, precision);
@@ -346,7 +473,7 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
         }
 
         let done = adam.step;
-        if done % RESTART_EVERY == 0 {
+        if done % RESTART_EVERY == 0 && !o.freeze_codes {
             restart_dead_codes(&model, &mut usage, &last_encoded, &mut rng);
         }
         acc_n += 1;
@@ -389,9 +516,16 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
             acc_pixel = vec![0.0; points];
         }
         if done % o.validate_every == 0 || done == o.steps {
-            for (i, (nmse, psnr, ppl)) in validate(&core, &model, &latents).into_iter().enumerate()
-            {
-                writeln!(val_log, "{done},{wall:.1},{i},{nmse:.4},{psnr:.3},{ppl:.1}")?;
+            for (i, v) in validate(&core, &model, &latents).into_iter().enumerate() {
+                let captioned = match v.captioned {
+                    Some((with, without)) => format!("{with:.3},{without:.3}"),
+                    None => ",".into(),
+                };
+                writeln!(
+                    val_log,
+                    "{done},{wall:.1},{i},{:.4},{:.3},{:.1},{captioned}",
+                    v.nmse, v.psnr, v.perplexity
+                )?;
             }
             val_log.flush()?;
             super::save_snapshot(&vs, &o.run_dir, "ultralow", done)?;
@@ -453,19 +587,30 @@ fn restart_dead_codes(
     });
 }
 
+/// One point's figures on the held-out photos.
+struct Validation {
+    nmse: f64,
+    psnr: f64,
+    perplexity: f64,
+    /// On the held-out photos that have captions: PSNR decoded with their first
+    /// caption, and without (`None` without `--captions`).
+    captioned: Option<(f64, f64)>,
+}
+
 /// Per point, on the held-out photos: the latent's normalised MSE, the PSNR of the
 /// core's synthesis of the predicted latent (the mode's fidelity end, before the
 /// realism generator) and the codebook's perplexity.
-fn validate(core: &Hyperprior, model: &UltralowModel, latents: &Latents) -> Vec<(f64, f64, f64)> {
+fn validate(core: &Hyperprior, model: &UltralowModel, latents: &Latents) -> Vec<Validation> {
     tch::no_grad(|| {
         model
             .points
             .iter()
             .map(|net| {
                 let (mut nmse, mut psnr) = (0.0, 0.0);
+                let (mut with, mut without, mut captioned) = (0.0, 0.0, 0);
                 let mut counts =
                     Tensor::zeros([net.point.codebook as i64], (Kind::Int64, Device::Cpu));
-                for (x, y) in &latents.validation {
+                for (k, (x, y)) in latents.validation.iter().enumerate() {
                     let indices = net.nearest(&net.encode(y, model.precision));
                     counts += indices
                         .flatten(0, -1)
@@ -473,14 +618,31 @@ fn validate(core: &Hyperprior, model: &UltralowModel, latents: &Latents) -> Vec<
                     let (_, _, h, w) = y.size4().expect("a 4-D latent");
                     let noise =
                         Tensor::zeros([1, NOISE_CHANNELS, h, w], (Kind::Float, Device::Cpu));
-                    let y_pred = net.decode(&net.lookup(&indices), &noise, None, model.precision);
+                    let codes = net.lookup(&indices);
+                    let decode_psnr = |caption: Option<&Tensor>| {
+                        let y_pred = net.decode(&codes, &noise, caption, model.precision);
+                        let out = core.synthesis(&y_pred).clamp(0.0, 1.0);
+                        let p = -10.0 * mse_per_image(&out, x).double_value(&[0]).log10();
+                        (y_pred, p)
+                    };
+                    let (y_pred, p) = decode_psnr(None);
                     nmse += (&y_pred - y).square().mean(Kind::Float).double_value(&[])
                         / latents.variance;
-                    let out = core.synthesis(&y_pred).clamp(0.0, 1.0);
-                    psnr += -10.0 * mse_per_image(&out, x).double_value(&[0]).log10();
+                    psnr += p;
+                    if let Some(Some(e)) = latents.validation_captions.get(k) {
+                        with += decode_psnr(Some(&e.get(0).unsqueeze(0))).1;
+                        without += p;
+                        captioned += 1;
+                    }
                 }
                 let n = latents.validation.len().max(1) as f64;
-                (nmse / n, psnr / n, perplexity(&counts))
+                let c = captioned.max(1) as f64;
+                Validation {
+                    nmse: nmse / n,
+                    psnr: psnr / n,
+                    perplexity: perplexity(&counts),
+                    captioned: (captioned > 0).then(|| (with / c, without / c)),
+                }
             })
             .collect()
     })

@@ -22,7 +22,7 @@ use tch::{nn::VarStore, Device};
 
 use crate::codec::{flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
-use crate::ultralow::{default_ultralow_path, is_ultralow, UltralowCodec};
+use crate::ultralow::{default_ultralow_path, is_ultralow, CaptionUse, UltralowCodec};
 use image::RgbImage;
 use std::time::Instant;
 
@@ -225,17 +225,19 @@ impl AddOns {
 
     /// Decompresses a file of either mode with the decoder `realism` asks for (the
     /// core's synthesis or the realism generator); returns the caption of an
-    /// ultra-low file that has one.
+    /// ultra-low file that has one (which conditions the decode unless `caption` is
+    /// `CaptionUse::Ignore`).
     pub fn decompress_any(
         &self,
         codec: &Codec,
         bytes: &[u8],
         realism: Realism,
+        caption: CaptionUse,
     ) -> Result<(RgbImage, Timings, Option<String>)> {
         if is_ultralow(bytes)? {
             let d = self
                 .ultralow()?
-                .decompress(codec, self.realism()?, bytes, realism)?;
+                .decompress(codec, self.realism()?, bytes, realism, caption)?;
             return Ok((d.image, d.timings, d.caption));
         }
         let (img, t) = self.decoder_for(bytes, realism)?.decompress(codec, bytes)?;

@@ -7,21 +7,27 @@
 //! core's latent with the grid decoder (seeded noise) and draws the image with the
 //! core's synthesis and the bundled realism generator at the file's weight (1 unless
 //! told otherwise). The network layers live in `mirage_nn::model::ultralow`.
+//!
+//! A caption, when the file has one and the model was trained with captions, is
+//! embedded by the sentence encoder all-MiniLM-L6-v2 (`mirage_text`, loaded at the
+//! first captioned decode) and conditions the grid decoder.
 
 use crate::codec::{Codec, RateTarget, Timings, Weights};
 use crate::decoders::{Realism, RealismDecoder};
 use crate::error::{MirageError, Result};
 use crate::layout::{check_size, padded, LATENT_STRIDE};
 use crate::model::layers::ConvPrecision;
-use crate::model::ultralow::{UltralowModel, NOISE_CHANNELS, POINTS};
-use crate::model_file::{id_hex, DecoderFile, ULTRALOW_FORMAT_NAME};
+use crate::model::ultralow::{UltralowModel, CAPTION_ENCODER, NOISE_CHANNELS, POINTS};
+use crate::model_file::{id_hex, DecoderFile, READS_FILES_OF, ULTRALOW_FORMAT_NAME};
 use image::RgbImage;
 use mirage_format::ultralow::{
     compress_caption, decompress_caption, pack_indices, unpack_indices, CAPTION_SECTION,
     INDEX_SECTION, ULTRALOW_DECODER,
 };
 use mirage_format::{Container, Header};
+use mirage_text::SentenceEncoder;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -49,6 +55,22 @@ pub struct UltralowCodec {
     pub id: [u8; 8],
     /// The realism generator it decodes with.
     generator: [u8; 8],
+    /// Whether the grid decoder was trained with captions (else it ignores them and
+    /// the sentence encoder is never loaded).
+    pub reads_captions: bool,
+    /// Earlier models (hex ids) whose files this one decodes: same grid encoders and
+    /// codebooks, a newer grid decoder.
+    reads_files_of: Vec<String>,
+    text_encoder: OnceLock<SentenceEncoder>,
+}
+
+/// Whether a decode uses the file's caption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptionUse {
+    /// As the file says: with its caption if it has one.
+    FromFile,
+    /// As if the file had none (the caption ablation; the caption is still returned).
+    Ignore,
 }
 
 /// What the encoder knows about the file it wrote.
@@ -101,12 +123,55 @@ impl UltralowCodec {
         file.fill(&vs)?;
         let mut generator = [0u8; 8];
         generator.copy_from_slice(&realism.id);
+        let reads_captions = match file.text("caption_encoder") {
+            None => false,
+            Some(CAPTION_ENCODER) => true,
+            Some(other) => {
+                return Err(MirageError::InvalidModel {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "it reads captions with {other}; this Mirage has {CAPTION_ENCODER}"
+                    ),
+                })
+            }
+        };
         Ok(UltralowCodec {
             _vs: vs,
             model,
             id: file.id,
             generator,
+            reads_captions,
+            reads_files_of: file
+                .text(READS_FILES_OF)
+                .map(|ids| ids.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
+            text_encoder: OnceLock::new(),
         })
+    }
+
+    /// The earlier ultra-low models (hex ids) whose files this one decodes too.
+    pub fn reads_files_of(&self) -> &[String] {
+        &self.reads_files_of
+    }
+
+    /// The sentence vector of a caption, loading the encoder the first time.
+    fn embed_caption(&self, text: &str) -> Result<Vec<f32>> {
+        let encoder = match self.text_encoder.get() {
+            Some(e) => e,
+            None => {
+                let dir = SentenceEncoder::default_dir();
+                let e = SentenceEncoder::load(&dir).map_err(|e| MirageError::InvalidModel {
+                    path: dir.clone(),
+                    reason: format!("this file's caption needs the sentence encoder: {e}"),
+                })?;
+                let _ = self.text_encoder.set(e);
+                self.text_encoder.get().expect("just set")
+            }
+        };
+        Ok(encoder
+            .embed(text)
+            .map_err(|e| MirageError::BadParameter(format!("embedding the caption: {e}")))?
+            .to_vec())
     }
 
     /// The grid of an operating point for an image: rows and columns of cells.
@@ -235,7 +300,7 @@ impl UltralowCodec {
                 "not an ultra-low-mode file (decode it with the core's decoders)".into(),
             ));
         }
-        if h.model_id != self.id {
+        if h.model_id != self.id && !self.reads_files_of.contains(&id_hex(&h.model_id)) {
             return Err(MirageError::WrongModel {
                 file: id_hex(&h.model_id),
                 loaded: id_hex(&self.id),
@@ -275,6 +340,7 @@ impl UltralowCodec {
         realism: &RealismDecoder,
         bytes: &[u8],
         weight: Realism,
+        caption_use: CaptionUse,
     ) -> Result<UltralowDecode> {
         if realism.id != self.generator {
             return Err(MirageError::BadParameter(format!(
@@ -297,6 +363,12 @@ impl UltralowCodec {
         let start = Instant::now();
         let net = &self.model.points[point];
         let noise = crate::noise::seeded_normal(NOISE_CHANNELS as usize * yh * yw, NOISE_SEED);
+        let embedding = match (&caption, caption_use) {
+            (Some(text), CaptionUse::FromFile) if self.reads_captions => {
+                Some(self.embed_caption(text)?)
+            }
+            _ => None,
+        };
         // One thread, whatever the caller's count, so that the predicted latent (and
         // with it every pixel) is the same on every run and thread count. The grid is
         // small: a 12-megapixel image's takes well under a second.
@@ -306,7 +378,15 @@ impl UltralowCodec {
             let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
             let idx = Tensor::from_slice(&idx).view([1, rows as i64, cols as i64]);
             let noise = Tensor::from_slice(&noise).view([1, NOISE_CHANNELS, yh as i64, yw as i64]);
-            let y = net.decode(&net.lookup(&idx), &noise, None, ConvPrecision::F32);
+            let embedding = embedding
+                .as_ref()
+                .map(|e| Tensor::from_slice(e).view([1, -1]));
+            let y = net.decode(
+                &net.lookup(&idx),
+                &noise,
+                embedding.as_ref(),
+                ConvPrecision::F32,
+            );
             Vec::<f32>::try_from(y.flatten(0, -1))
         });
         tch::set_num_threads(threads);

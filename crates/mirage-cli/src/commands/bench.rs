@@ -82,6 +82,10 @@ pub(crate) enum BenchCommand {
         /// Realism weights of the decodes (the sheets show the first).
         #[arg(long, value_delimiter = ',', default_value = "1,0")]
         weights: Vec<f32>,
+        /// Caption ablation: a table of `file name<TAB>caption` lines (for example
+        /// bench-data/kodak-captions.tsv); every Mirage row then comes with and without.
+        #[arg(long)]
+        captions: Option<PathBuf>,
     },
     /// The realism predictor's time per image and the size of its maps in the files.
     Predictor {
@@ -119,7 +123,12 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
             out_dir,
             sheets,
             weights,
+            captions,
         } => {
+            let captions = captions
+                .as_deref()
+                .map(mirage_cli::ultralow_bench::read_caption_table)
+                .transpose()?;
             let (codec, add_ons) = load_codec(models)?;
             let measure = RealismMeasure::load_default()?;
             let realism = |reference: &[image::RgbImage], test: &[image::RgbImage]| {
@@ -146,6 +155,7 @@ pub(crate) fn run(command: BenchCommand, models: &Models) -> Result<()> {
                     out_dir: out_dir.clone(),
                     sheet_images: sheets,
                     weights,
+                    captions,
                 },
                 &measures,
             )?;

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use mirage::codec::Codec;
 use mirage::decoders::{suggest_realism, AddOns, Decoder, FlowSettings, Realism};
 use mirage::image_io::{read_image, write_atomically, write_image};
+use mirage::ultralow::CaptionUse;
 use mirage::{metrics, progress};
 use mirage_eval::suite;
 use mirage_nn::model_file::id_hex;
@@ -54,6 +55,10 @@ pub(crate) enum CodecCommand {
         /// Scale of the flow decoder's source noise, 0–1: lower invents less detail.
         #[arg(long, default_value_t = mirage::decoders::DEFAULT_FLOW_TEMPERATURE)]
         temperature: f32,
+        /// Ultra-low files: decode as if the file had no caption (the caption is
+        /// still printed).
+        #[arg(long)]
+        ignore_caption: bool,
         #[arg(long)]
         force: bool,
     },
@@ -117,9 +122,15 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             steps,
             seed,
             temperature,
+            ignore_caption,
             force,
         } => {
             let (codec, add_ons) = load_codec(models)?;
+            let caption_use = if ignore_caption {
+                CaptionUse::Ignore
+            } else {
+                CaptionUse::FromFile
+            };
             for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
                 let bytes =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
@@ -133,7 +144,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                         );
                     }
                     let (img, _, caption) = add_ons
-                        .decompress_any(&codec, &bytes, realism)
+                        .decompress_any(&codec, &bytes, realism, caption_use)
                         .with_context(|| src.display().to_string())?;
                     if let Some(caption) = caption {
                         eprintln!("mirage: {}: caption: {caption}", src.display());
@@ -218,7 +229,8 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             };
             let original = job.encode(&input, &mrg, true)?;
             let bytes = std::fs::read(&mrg)?;
-            let (decoded, _, caption) = add_ons.decompress_any(&codec, &bytes, realism)?;
+            let (decoded, _, caption) =
+                add_ons.decompress_any(&codec, &bytes, realism, CaptionUse::FromFile)?;
             if let Some(caption) = caption {
                 println!("caption: {caption}");
             }

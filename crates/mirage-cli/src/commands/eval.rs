@@ -4,7 +4,9 @@ use crate::args::*;
 use crate::{load_codec, Models};
 use anyhow::{Context, Result};
 use clap::Args;
-use mirage_cli::evaluation::{MirageUnderTest, NaturalnessSetMeasure, RealismSetMeasure};
+use mirage_cli::evaluation::{
+    MirageUnderTest, NaturalnessSetMeasure, RealismSetMeasure, UltralowUnderTest,
+};
 use mirage_eval::{suite, ClassicCodec, CodecUnderTest, EvalOptions, SetMeasure};
 use mirage_realism_measure::{default_extractor_path, RealismMeasure};
 use std::path::PathBuf;
@@ -13,8 +15,9 @@ use std::path::PathBuf;
 pub(crate) struct EvalArgs {
     #[arg(long, default_value = "../shared/data/kodak")]
     pub(crate) images: PathBuf,
-    /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic; and mirage-wW: Mirage's
-    /// files decoded by the realism decoder at weight W, e.g. mirage-w1).
+    /// Codecs to run (mirage, jpeg, webp, avif, jxl, jxl-r8, heic; mirage-wW: Mirage's
+    /// files decoded by the realism decoder at weight W, e.g. mirage-w1; mirage-ultralow:
+    /// the ultra-low mode, 0.003–0.03 bpp, for targets that low).
     #[arg(
         long,
         value_delimiter = ',',
@@ -94,13 +97,18 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
             };
             let mut classic = vec![];
             let mut mirage_codecs: Vec<MirageUnderTest> = vec![];
+            let mut ultralow: Option<UltralowUnderTest> = None;
             for name in &names {
                 if mirage_codecs.iter().any(|m| m.name() == *name)
                     || classic.iter().any(|c: &ClassicCodec| c.name() == *name)
+                    || (ultralow.is_some() && name == "mirage-ultralow")
                 {
                     continue;
                 }
-                if name == "mirage" {
+                if name == "mirage-ultralow" {
+                    let (codec, add_ons) = load_codec(models)?;
+                    ultralow = Some(UltralowUnderTest::new(codec, add_ons)?);
+                } else if name == "mirage" {
                     mirage_codecs.push(MirageUnderTest::new(load_codec(models)?.0));
                 } else if let Some(w) = realism_variant(name)? {
                     let (codec, add_ons) = load_codec(models)?;
@@ -109,7 +117,7 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
                     classic.push(ClassicCodec::by_name(name).with_context(|| {
                         format!(
                             "unknown codec {name} (known: mirage, mirage-wW for the realism \
-                             decoder at weight W, {})",
+                             decoder at weight W, mirage-ultralow, {})",
                             ClassicCodec::all()
                                 .iter()
                                 .map(|c| c.name())
@@ -121,6 +129,7 @@ pub(crate) fn run(args: EvalArgs, models: &Models) -> Result<()> {
             }
             let mut under_test: Vec<&dyn CodecUnderTest> = vec![];
             under_test.extend(mirage_codecs.iter().map(|m| m as &dyn CodecUnderTest));
+            under_test.extend(ultralow.iter().map(|u| u as &dyn CodecUnderTest));
             under_test.extend(classic.iter().map(|c| c as &dyn CodecUnderTest));
             let paths = if images.is_dir() {
                 suite::image_paths(&images)?

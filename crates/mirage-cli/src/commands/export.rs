@@ -60,6 +60,10 @@ pub(crate) enum ExportCommand {
         channels: i64,
         #[arg(long, default_value_t = 32)]
         code_dim: i64,
+        /// An earlier shipped ultra-low model whose files the new one must decode too
+        /// (its encoders and codebooks must be unchanged: `train ultralow --freeze-codes`).
+        #[arg(long)]
+        supersedes: Option<PathBuf>,
         #[arg(long, default_value = "models/ultralow.safetensors")]
         out: PathBuf,
     },
@@ -141,8 +145,18 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
             checkpoint,
             channels,
             code_dim,
+            supersedes,
             out,
         } => {
+            // Read before writing: `--out` may be the superseded file itself.
+            let supersedes = supersedes
+                .map(|p| {
+                    mirage_nn::model_file::DecoderFile::load(
+                        &p,
+                        mirage_nn::model_file::ULTRALOW_FORMAT_NAME,
+                    )
+                })
+                .transpose()?;
             let (codec, add_ons) = crate::load_codec(models)?;
             let generator = add_ons.realism()?.id;
             let config = mirage_nn::model::ultralow::UltralowConfig {
@@ -155,6 +169,7 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
                 config,
                 &codec.id(),
                 &generator,
+                supersedes.as_ref(),
                 &out,
             )?;
             println!(

@@ -168,6 +168,24 @@ pub(crate) enum TrainCommand {
         k_adv: f64,
         #[arg(long, default_value_t = 0.5)]
         k_feature: f64,
+        /// Weight of the latent NMSE.
+        #[arg(long, default_value_t = 1.0)]
+        k_latent: f64,
+        /// Train the grid decoders only: encoders and codebooks (what files carry) stay
+        /// fixed, so files made before keep their meaning.
+        #[arg(long)]
+        freeze_codes: bool,
+        /// Condition on captions: a directory of COCO caption files (captions_*.json),
+        /// for example ../shared/data/train/coco. Needs scripts/setup-text-encoder.sh.
+        #[arg(long)]
+        captions: Option<PathBuf>,
+        /// Probability of dropping a photo's caption in a step.
+        #[arg(long, default_value_t = 0.5)]
+        caption_drop: f64,
+        /// The discriminator judges pixels (the synthesis of the pixel-loss crops,
+        /// `--pixel-batch`), not latents.
+        #[arg(long)]
+        pixel_adversarial: bool,
         #[arg(long, default_value_t = 250)]
         checkpoint_every: i64,
         #[arg(long, default_value_t = 500)]
@@ -386,6 +404,11 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             init_from,
             k_adv,
             k_feature,
+            k_latent,
+            freeze_codes,
+            captions,
+            caption_drop,
+            pixel_adversarial,
             checkpoint_every,
             validate_every,
             seed,
@@ -411,6 +434,11 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 init_from,
                 k_adv,
                 k_feature,
+                k_latent,
+                freeze_codes,
+                captions,
+                caption_drop,
+                pixel_adversarial,
                 checkpoint_every,
                 validate_every,
                 seed,

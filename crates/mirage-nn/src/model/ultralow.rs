@@ -62,6 +62,8 @@ pub const POINTS: [OperatingPoint; 3] = [
 
 /// Width of the caption embedding (all-MiniLM-L6-v2's sentence vectors).
 pub const CAPTION_DIM: i64 = 384;
+/// The sentence encoder a caption-trained model names in its file (`caption_encoder`).
+pub const CAPTION_ENCODER: &str = "all-MiniLM-L6-v2";
 /// Noise channels the grid decoder reads at stride 16.
 pub const NOISE_CHANNELS: i64 = 8;
 
@@ -81,8 +83,9 @@ pub struct UltralowConfig {
 struct Block {
     conv_a: Conv,
     conv_b: Conv,
-    /// Caption embedding → (γ, β), zero-initialised: without a caption (a zero
-    /// embedding) and before training it is the identity.
+    /// Caption embedding → (γ, β), zero-initialised, so before caption training it is
+    /// the identity. No caption is the zero embedding (its γ, β are the layer's bias,
+    /// learnt with the captions dropped in training).
     film: Option<Dense>,
 }
 
@@ -97,7 +100,15 @@ impl Block {
 
     fn forward(&self, h: &Tensor, caption: Option<&Tensor>, precision: ConvPrecision) -> Tensor {
         let mut a = self.conv_a.forward(&h.leaky_relu(), precision).leaky_relu();
-        if let (Some(film), Some(e)) = (&self.film, caption) {
+        if let Some(film) = &self.film {
+            let none;
+            let e = match caption {
+                Some(e) => e,
+                None => {
+                    none = Tensor::zeros([h.size()[0], CAPTION_DIM], (Kind::Float, h.device()));
+                    &none
+                }
+            };
             let parts = film.forward(e).unsqueeze(-1).unsqueeze(-1).chunk(2, 1);
             a = a * (&parts[0] + 1.0) + &parts[1];
         }
