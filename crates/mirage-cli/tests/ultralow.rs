@@ -186,11 +186,7 @@ fn a_captioned_file_without_the_sentence_encoder_is_a_clear_error() {
         .env("MIRAGE_TEXT_MODEL", dir.path().join("no-encoder-here"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(png.exists());
 }
 
@@ -268,6 +264,15 @@ fn mirage(args: &[&str], threads: &str, isa: Option<&str>) -> std::process::Outp
     cmd.output().unwrap()
 }
 
+/// Asserts that a `mirage` run succeeded, showing its stderr if not.
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -295,21 +300,13 @@ fn decodes_are_identical_across_threads_and_instruction_sets() {
             PARROTS,
         ];
         let out = mirage(&args, threads, None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
     }
     assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
     let decode = |threads: &str| -> Vec<u8> {
         let png = dir.path().join(format!("{threads}.png"));
         let out = mirage(&["decode", s(&a), s(&png)], threads, None);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         image::open(&png).unwrap().to_rgb8().into_raw()
     };
     let reference = decode("1");
@@ -320,11 +317,7 @@ fn decodes_are_identical_across_threads_and_instruction_sets() {
     for isa in ["SSE41", "AVX2", "AVX512_CORE"] {
         let png = dir.path().join(format!("{isa}.png"));
         let out = mirage(&["decode", s(&a), s(&png)], "2", Some(isa));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         let other = image::open(&png).unwrap().to_rgb8().into_raw();
         let worst = reference
             .iter()
@@ -396,11 +389,7 @@ fn bad_captions_and_metadata_leave_no_output() {
             "1",
             None,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         std::fs::remove_file(&out_file).unwrap();
     }
     // A good EXIF description becomes the caption; so does an XMP dc:description.
@@ -412,11 +401,7 @@ fn bad_captions_and_metadata_leave_no_output() {
         "1",
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let info = mirage(&["info", s(&captioned)], "1", None);
     assert!(String::from_utf8_lossy(&info.stdout).contains("caption:     Two parrots"));
     let good = dir.path().join("good-xmp.png");
@@ -428,11 +413,7 @@ fn bad_captions_and_metadata_leave_no_output() {
         "1",
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let info = mirage(&["info", s(&captioned)], "1", None);
     assert!(String::from_utf8_lossy(&info.stdout).contains("caption:     Parrots"));
 }
@@ -500,11 +481,7 @@ fn roundtrip_runs_the_ultralow_mode() {
         "2",
         None,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let bytes = std::fs::read(dir.path().join("kodim23-crop.mrg")).unwrap();
     assert!(is_ultralow(&bytes).unwrap());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{} bytes", bytes.len())));

@@ -397,11 +397,7 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
                             .upsample_nearest2d([c, c], None, None);
                     let (logits, fake_features) = d.forward(&off_grid(&x_hat), &codes);
                     let (_, real_features) = tch::no_grad(|| d.forward(&off_grid(x), &codes));
-                    let matching: Tensor = fake_features
-                        .iter()
-                        .zip(&real_features)
-                        .map(|(f, r)| (f - r).abs().mean(Kind::Float))
-                        .sum::<Tensor>();
+                    let matching = feature_matching(&fake_features, &real_features);
                     loss = loss - logits.mean(Kind::Float) * o.k_adv + matching * o.k_feature;
                     pixel_fakes.push((off_grid(&x_hat.detach()), off_grid(x), codes));
                 }
@@ -411,11 +407,7 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
                 let (logits, fake_features) = d.forward(&y_pred, &q.codes, precision);
                 let (_, real_features) =
                     tch::no_grad(|| d.forward(&y, &q.codes.detach(), precision));
-                let matching: Tensor = fake_features
-                    .iter()
-                    .zip(&real_features)
-                    .map(|(f, r)| (f - r).abs().mean(Kind::Float))
-                    .sum::<Tensor>();
+                let matching = feature_matching(&fake_features, &real_features);
                 loss = loss
                     + (-logits).softplus().mean(Kind::Float) * o.k_adv
                     + matching * o.k_feature;
@@ -543,6 +535,15 @@ pub fn train(o: &UltralowTrainOptions) -> Result<()> {
     }
     bar.finish();
     Ok(())
+}
+
+/// Feature matching: the mean L1 distance of each discriminator layer's activations,
+/// summed over the layers.
+fn feature_matching(fake: &[Tensor], real: &[Tensor]) -> Tensor {
+    fake.iter()
+        .zip(real)
+        .map(|(f, r)| (f - r).abs().mean(Kind::Float))
+        .sum::<Tensor>()
 }
 
 /// `exp(entropy)` of a histogram of code usage: the number of codes in effective use.
