@@ -25,7 +25,8 @@
 //! loss. Two stabilisers of the anchors are options: `--scales 2` adds a second
 //! discriminator on 2×-downsampled images and latents (multi-scale, as in pix2pixHD),
 //! whose features join the feature matching; `--r1-gamma γ` adds the R1 penalty
-//! (Mescheder et al. 2018) `γ/2 · E‖∇ₓD(x)‖²` on real images, summed over the scales,
+//! (Mescheder et al. 2018) `γ/2 · E‖∇ₓD(x)‖²` on real images, where `D(x)` is an
+//! image's mean patch logit, summed over the scales,
 //! computed lazily every fourth step. A run directory holds `generator.safetensors`, `discriminator.safetensors`,
 //! their Adam states, `log.csv` and `validation.csv`; re-running resumes.
 
@@ -285,9 +286,17 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
             d_loss += (-r + 1.0).relu().mean(Kind::Float) + (f + 1.0).relu().mean(Kind::Float);
         }
         if o.r1_gamma > 0.0 && g_adam.step % R1_EVERY == 0 {
+            // The penalty is on each image's score, the mean of its patch logits, as
+            // for a discriminator with one output. The gradient of their *sum* grows
+            // with the number of patches (256 per 256² crop), which made γ = 1 hundreds
+            // of times stronger than meant: the 2026-12-04 run's discriminator never
+            // left chance (hinge loss 3.99 for two scales).
             let total = d_reals
                 .iter()
-                .map(|r| r.sum(Kind::Float))
+                .map(|r| {
+                    r.mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+                        .sum(Kind::Float)
+                })
                 .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
             let grad = Tensor::run_backward(&[total], &[&real_in], true, true).remove(0);
             let r1 = grad
