@@ -6,9 +6,13 @@
 //! from that guess and refines the latent of *this* image by gradient descent on the
 //! training objective, `λ(r) · 255² · MSE + bpp`, through the fixed synthesis and
 //! entropy model ("iterative inference"; Campos et al. 2019, Yang et al. 2020). The
-//! rounding is straight-through, so the objective sees the latent the decoder will get.
-//! The hyper-latent is fixed from the first guess; the final file is then coded by the
-//! same deterministic path as at effort 0.
+//! rounding is stochastic Gumbel annealing's ([`soft_round`]): a soft choice between
+//! the two neighbouring integers that hardens as the refinement goes, so the gradient
+//! can say when moving a latent across a rounding boundary pays. (The straight-through
+//! rounding of the first version could not, and bought nothing.) Every few steps the
+//! hard-rounded objective, what the file will really cost, is measured, and the best
+//! latent measured is kept. The hyper-latent is fixed from the first guess; the final
+//! file is then coded by the same deterministic path as at effort 0.
 
 use crate::codec::{Analysis, Codec, EncodeReport, RateTarget};
 use crate::error::{MirageError, Result};
@@ -16,28 +20,38 @@ use crate::layout::{padded_tensor_region, tiles_of, Tile, LATENT_STRIDE};
 use crate::model::{gaussian_likelihood, lambda_at, Hyperprior, LEVELS};
 use image::RgbImage;
 use mirage_format::RATE_MAX;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::cell::RefCell;
 use tch::{Kind, Tensor};
 
 /// The highest effort level.
 pub const MAX_EFFORT: u8 = 3;
 
 /// Gradient steps per effort level (each costs about one synthesis forward and
-/// backward pass).
+/// backward pass, plus a forward pass every [`CHECK_EVERY`] steps).
 fn iterations(effort: u8) -> usize {
     match effort {
         0 => 0,
-        1 => 4,
-        2 => 12,
-        _ => 32,
+        1 => 30,
+        2 => 100,
+        _ => 300,
     }
 }
 
-/// Adam's step on the latent, in quantization steps; decays linearly to a tenth so the
-/// last steps settle rather than jump across rounding boundaries. With straight-through
-/// rounding the objective is not smooth, and larger steps (0.08 was tried) made it
-/// worse within a few iterations; the refinement therefore keeps the best latent seen,
-/// so an effort level never does worse on the objective than the first guess.
-const STEP: f64 = 0.015;
+/// Adam's learning rate on the latent, in quantization steps. Measured on held-out
+/// training photos at 30 steps: 0.03 gains 3.9 % (BD-rate, PSNR); at 0.1 no step ever
+/// beat the first guess.
+const LEARNING_RATE: f64 = 0.03;
+
+/// The soft rounding's temperature at the start (Yang et al. 2020 start at 0.5); it
+/// falls linearly to [`TAU_END`] over the refinement.
+const TAU_START: f64 = 0.5;
+const TAU_END: f64 = 0.05;
+
+/// How often the hard-rounded objective (what the file will cost) is measured; the
+/// best latent measured is kept, so an effort level never does worse than the first
+/// guess.
+const CHECK_EVERY: usize = 10;
 
 impl Codec {
     /// [`Codec::compress`] with encoder effort `0..=MAX_EFFORT` (0 is the fast encoder).
@@ -180,48 +194,109 @@ impl Objective<'_> {
         let x_core = core_pixels(&x);
         let pixels = (ch * cw) as f64;
 
-        let y = y0.detach().copy().set_requires_grad(true);
-        let mut m = y.zeros_like();
-        let mut v = y.zeros_like();
-        let (beta1, beta2) = (0.9, 0.999);
-        let mut best = (f64::INFINITY, y0.shallow_clone());
-        // One evaluation more than steps: the last step's result is scored too.
-        for i in 0..=self.iterations {
+        // The objective at a latent, with the latent rounded by `round` (centred on each
+        // position's predicted mean, as the coder rounds it).
+        let objective = |y: &Tensor, round: &dyn Fn(&Tensor) -> Tensor| {
             let (scale_y, mean_y, y_hat) = match &net.context {
-                Some(context) => context.forward_train(&y, scale, mean),
-                None => {
-                    let y_hat = crate::model::ste_round(&(&y - mean)) + mean;
-                    (scale.shallow_clone(), mean.shallow_clone(), y_hat)
-                }
+                Some(context) => context.forward_rounding(y, scale, mean, round),
+                None => (
+                    scale.shallow_clone(),
+                    mean.shallow_clone(),
+                    round(&(y - mean)) + mean,
+                ),
             };
             let bits = -core_latents(&gaussian_likelihood(&y_hat, &scale_y, &mean_y))
                 .log2()
                 .sum(Kind::Float);
             let x_hat = net.synthesis(&(&y_hat * &self.inverse_gain));
             let mse = (core_pixels(&x_hat) - &x_core).square().mean(Kind::Float);
-            let loss = mse * (self.lambda * 255.0 * 255.0) + bits / pixels;
-            let value = loss.double_value(&[]);
-            if value < best.0 {
-                best = (value, y.detach().copy());
+            mse * (self.lambda * 255.0 * 255.0) + bits / pixels
+        };
+        let hard =
+            |y: &Tensor| tch::no_grad(|| objective(y, &|r: &Tensor| r.round()).double_value(&[]));
+
+        let y = y0.detach().copy().set_requires_grad(true);
+        let mut adam = Adam::new(&y);
+        let mut best = (hard(&y), y0.shallow_clone());
+        // Seeded per tile, so an encode is repeatable.
+        let noise = RefCell::new(StdRng::seed_from_u64((py0 * 65_536 + px0) as u64));
+        for i in 0..self.iterations {
+            let progress = i as f64 / self.iterations as f64;
+            let tau = TAU_START + (TAU_END - TAU_START) * progress;
+            let soft = |r: &Tensor| soft_round(r, tau, &logistic_noise(&mut noise.borrow_mut(), r));
+            let loss = objective(&y, &soft);
+            let g = Tensor::run_backward(&[&loss], &[&y], false, false)
+                .into_iter()
+                .next()
+                .expect("one input");
+            adam.step(&y, &g, LEARNING_RATE);
+            if (i + 1) % CHECK_EVERY == 0 || i + 1 == self.iterations {
+                let value = hard(&y);
+                if value < best.0 {
+                    best = (value, y.detach().copy());
+                }
             }
-            if i == self.iterations {
-                break;
-            }
-            let g = tch::no_grad(|| {
-                let g = Tensor::run_backward(&[&loss], &[&y], false, false);
-                g.into_iter().next().expect("one input")
-            });
-            tch::no_grad(|| {
-                let t = (i + 1) as i32;
-                m = &m * beta1 + &g * (1.0 - beta1);
-                v = &v * beta2 + g.square() * (1.0 - beta2);
-                let step = STEP * (1.0 - 0.9 * i as f64 / self.iterations.max(1) as f64);
-                let update = (&m / (1.0 - beta1.powi(t)))
-                    / ((&v / (1.0 - beta2.powi(t))).sqrt() + 1e-8)
-                    * step;
-                let _ = y.detach().f_sub_(&update).expect("same shape");
-            });
         }
         best.1
+    }
+}
+
+/// Stochastic Gumbel annealing's rounding (Yang et al. 2020) of the centred latent `r`
+/// at temperature `tau`: a relaxed draw between `⌊r⌋` and `⌊r⌋ + 1`, each weighted by how
+/// close `r` is to it. Its gradient sees both neighbours, where the straight-through
+/// rounding sees only the nearest and so cannot tell the optimiser that crossing a
+/// rounding boundary would pay; as `tau` falls the draw becomes the hard rounding.
+/// `logistic` is standard logistic noise of `r`'s shape (the difference of the two
+/// Gumbel draws of a two-way Gumbel-softmax).
+fn soft_round(r: &Tensor, tau: f64, logistic: &Tensor) -> Tensor {
+    let floor = r.detach().floor();
+    let frac = r - &floor;
+    let limit = 1.0 - 1e-5;
+    let logit_floor = -frac.clamp(0.0, limit).atanh() / tau;
+    let logit_ceil = -(-&frac + 1.0).clamp(0.0, limit).atanh() / tau;
+    let p_ceil = ((logit_ceil - logit_floor + logistic) / tau).sigmoid();
+    floor + p_ceil
+}
+
+/// Standard logistic noise of `like`'s shape, from a seeded stream (so an encode is
+/// repeatable), not from libtorch's global generator.
+fn logistic_noise(rng: &mut StdRng, like: &Tensor) -> Tensor {
+    let n = like.numel();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let u: f64 = rng.gen_range(1e-7..1.0 - 1e-7);
+            (u.ln() - (-u).ln_1p()) as f32
+        })
+        .collect();
+    Tensor::from_slice(&values).view(like.size().as_slice())
+}
+
+/// Adam on one tensor (the latent), with no weight decay.
+struct Adam {
+    m: Tensor,
+    v: Tensor,
+    t: i32,
+}
+
+impl Adam {
+    fn new(like: &Tensor) -> Adam {
+        Adam {
+            m: like.zeros_like(),
+            v: like.zeros_like(),
+            t: 0,
+        }
+    }
+
+    fn step(&mut self, x: &Tensor, g: &Tensor, lr: f64) {
+        let (beta1, beta2) = (0.9, 0.999);
+        self.t += 1;
+        tch::no_grad(|| {
+            self.m = &self.m * beta1 + g * (1.0 - beta1);
+            self.v = &self.v * beta2 + g.square() * (1.0 - beta2);
+            let m_hat = &self.m / (1.0 - beta1.powi(self.t));
+            let v_hat = &self.v / (1.0 - beta2.powi(self.t));
+            let update = m_hat / (v_hat.sqrt() + 1e-8) * lr;
+            let _ = x.detach().f_sub_(&update).expect("same shape");
+        });
     }
 }

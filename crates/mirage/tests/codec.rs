@@ -209,8 +209,9 @@ fn effort_files_decode_and_meet_the_target() {
 fn effort_refines_large_images_in_tiles() {
     let codec = codec();
     let small = sample();
-    // 1000 × 800: 2 × 2 refinement tiles, the sample mirrored so the seams are textured.
-    let img = image::RgbImage::from_fn(1000, 800, |x, y| {
+    // 1000 × 240: two refinement tiles side by side, the sample mirrored so the seam
+    // is textured.
+    let img = image::RgbImage::from_fn(1000, 240, |x, y| {
         let mirror = |v: u32, n: u32| {
             let v = v % (2 * n);
             if v < n {

@@ -135,6 +135,19 @@ impl ContextModel {
         hyper_scale: &Tensor,
         hyper_mean: &Tensor,
     ) -> (Tensor, Tensor, Tensor) {
+        self.forward_rounding(y, hyper_scale, hyper_mean, &super::ste_round)
+    }
+
+    /// [`ContextModel::forward_train`] with another rounding of the centred latent
+    /// `y − mean` (the encoder's effort refinement anneals a soft rounding into the hard
+    /// one, so its gradient sees both neighbouring integers).
+    pub fn forward_rounding(
+        &self,
+        y: &Tensor,
+        hyper_scale: &Tensor,
+        hyper_mean: &Tensor,
+        round: &dyn Fn(&Tensor) -> Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
         let (b, _, h, w) = y.size4().expect("latent is [B, M, H, W]");
         let anchors = anchor_mask(h, w);
         let others = -&anchors + 1.0;
@@ -155,7 +168,7 @@ impl ContextModel {
             let (ds, dm) = self.delta(group, &hyper, &no_spatial, &channel_features);
             let scale_a = range(hyper_scale) + ds;
             let mean_a = range(hyper_mean) + dm;
-            let y_hat_a = super::ste_round(&(&y_k - &mean_a)) + &mean_a;
+            let y_hat_a = round(&(&y_k - &mean_a)) + &mean_a;
             // Pass 2: the other half, seeing the decoded anchors.
             let spatial_features = group
                 .spatial
@@ -163,7 +176,7 @@ impl ContextModel {
             let (ds, dm) = self.delta(group, &hyper, &spatial_features, &channel_features);
             let scale_o = range(hyper_scale) + ds;
             let mean_o = range(hyper_mean) + dm;
-            let y_hat_o = super::ste_round(&(&y_k - &mean_o)) + &mean_o;
+            let y_hat_o = round(&(&y_k - &mean_o)) + &mean_o;
 
             let pick = |a: &Tensor, o: &Tensor| a * &anchors + o * &others;
             scales.push(pick(&scale_a, &scale_o));
