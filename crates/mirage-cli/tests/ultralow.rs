@@ -514,3 +514,96 @@ fn the_benchmarks_and_the_evaluation_take_the_ultralow_mode() {
     );
     assert!(under_test.encode(&img, 3.0).is_err());
 }
+
+#[test]
+fn the_mode_decodes_with_the_generator_it_was_trained_with() {
+    let (codec, add_ons) = codec();
+    let ultralow = add_ons.ultralow().unwrap();
+    // The bundled add-ons find the generator the ultra-low model names, even when the
+    // main realism generator has moved on (models/ultralow-realism.safetensors).
+    assert_eq!(
+        add_ons.ultralow_realism().unwrap().id,
+        ultralow.generator_id()
+    );
+    let (bytes, _) = ultralow.compress(&codec, &sample(), 1, None).unwrap();
+    let decode = |a: &AddOns| {
+        a.decompress_any(&codec, &bytes, Realism::Weight(1.0), CaptionUse::FromFile)
+            .unwrap()
+            .0
+    };
+    let before = decode(&add_ons);
+    // Another main generator (as with `--realism-model`) leaves ultra-low pixels alone.
+    let mut swapped = AddOns::bundled(&codec).unwrap();
+    if swapped.ultralow_realism.is_none() {
+        swapped.ultralow_realism = swapped.realism.take();
+    }
+    swapped.realism = None;
+    assert!(decode(&swapped) == before);
+}
+
+/// A later release of the core, exported with `takes_add_ons_of` the bundled one, or
+/// without it. It is the bundled weights saved again with a fresh density network, so
+/// its hyper-latent tables and its model id differ.
+fn later_core(takes_add_ons: bool, name: &str) -> Codec {
+    use mirage_nn::model::{layers::ConvPrecision, Hyperprior};
+    use mirage_nn::model_file::{export, ModelFile};
+    let bundled = ModelFile::load(&mirage::codec::default_model_path()).unwrap();
+    tch::manual_seed(0);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = Hyperprior::new(&vs.root(), bundled.config, ConvPrecision::F32);
+    bundled.fill(&vs).unwrap();
+    let dir = std::env::temp_dir().join(format!("mirage-later-core-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let checkpoint = dir.join("model.safetensors");
+    vs.save(&checkpoint).unwrap();
+    let out = dir.join("core.safetensors");
+    export(
+        &checkpoint,
+        bundled.config,
+        takes_add_ons.then_some(&bundled),
+        &out,
+    )
+    .unwrap();
+    let core = Codec::load(&out).unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    core
+}
+
+/// A core release that takes the bundled core's add-ons loads them all; the ultra-low
+/// mode then keeps working through the core it was trained with, so its files are the
+/// same bytes and decode to the same pixels. A release that does not take them gets
+/// none.
+#[test]
+fn a_later_core_takes_the_add_ons_and_the_mode_keeps_its_own_core() {
+    let (codec, add_ons) = codec();
+    let later = later_core(true, "takes");
+    assert_ne!(later.id(), codec.id());
+    assert_eq!(later.takes_add_ons_of(), &[codec.id()]);
+    let carried = AddOns::bundled(&later).unwrap();
+    assert!(carried.realism.is_some() && carried.flow.is_some() && carried.predictor.is_some());
+    let img = sample();
+    let (bytes, _) = add_ons
+        .ultralow()
+        .unwrap()
+        .compress(&codec, &img, 1, None)
+        .unwrap();
+    let (again, _) = carried
+        .ultralow()
+        .unwrap()
+        .compress(&later, &img, 1, None)
+        .unwrap();
+    assert!(
+        again == bytes,
+        "the same indices through the mode's own core"
+    );
+    let decode = |a: &AddOns, core: &Codec| {
+        a.decompress_any(core, &bytes, Realism::Weight(1.0), CaptionUse::FromFile)
+            .unwrap()
+            .0
+    };
+    assert!(decode(&carried, &later) == decode(&add_ons, &codec));
+
+    let unrelated = later_core(false, "unrelated");
+    let none = AddOns::bundled(&unrelated).unwrap();
+    assert!(none.realism.is_none() && none.flow.is_none() && none.ultralow.is_none());
+}

@@ -19,6 +19,12 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub const FORMAT_NAME: &str = "mirage-hyperprior-v1";
 
+/// Metadata of a core: the earlier cores (hex ids, comma-separated) whose add-ons it
+/// takes. A release that continues training a shipped core changes its transforms only
+/// a little; its add-ons are measured on it and carried over, rather than retrained
+/// for every release. Files are still tied to the exact core that made them.
+pub const TAKES_ADD_ONS_OF: &str = "takes_add_ons_of";
+
 /// The hyper-latent's per-channel pmf is evaluated on `-RADIUS..=RADIUS` and then
 /// trimmed to the range holding all but `TAIL_MASS` of it; values beyond are escaped.
 pub const RADIUS: i64 = 256;
@@ -31,15 +37,38 @@ pub struct ModelFile {
     /// f32 copies of all network weights, by checkpoint key, with their shapes.
     pub tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
     pub hyper_tables: Vec<CdfTable>,
+    /// The earlier cores whose add-ons this one takes ([`TAKES_ADD_ONS_OF`]).
+    pub takes_add_ons_of: Vec<[u8; 8]>,
 }
 
 pub fn id_hex(id: &[u8; 8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The inverse of [`id_hex`]: 16 hex digits.
+pub fn parse_id(hex: &str) -> Option<[u8; 8]> {
+    if hex.len() != 16 || !hex.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(id)
+}
+
 /// Writes the shipped model file from a training checkpoint (`model.safetensors` of a
 /// run directory): weights to f16, the factorized prior to integer CDF tables.
-pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Result<[u8; 8]> {
+///
+/// `takes_add_ons_of`: the shipped core this checkpoint continues, when the add-ons made
+/// for that core (realism generator, flow refiner, ConHa predictor, ultra-low model) were
+/// measured on this one and carried over (see [`TAKES_ADD_ONS_OF`]).
+pub fn export(
+    checkpoint: &Path,
+    config: ModelConfig,
+    takes_add_ons_of: Option<&ModelFile>,
+    out: &Path,
+) -> anyhow::Result<[u8; 8]> {
     let mut vs = VarStore::new(Device::Cpu);
     let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
     vs.load(checkpoint)?;
@@ -86,13 +115,20 @@ pub fn export(checkpoint: &Path, config: ModelConfig, out: &Path) -> anyhow::Res
         i32_bytes(&offsets),
     ));
 
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("n".to_string(), config.n.to_string()),
         ("m".to_string(), config.m.to_string()),
         ("levels".to_string(), LEVELS.to_string()),
         ("context".to_string(), u8::from(config.context).to_string()),
     ]);
+    if let Some(earlier) = takes_add_ons_of {
+        let ids: Vec<String> = std::iter::once(earlier.id)
+            .chain(earlier.takes_add_ons_of.iter().copied())
+            .map(|id| id_hex(&id))
+            .collect();
+        metadata.insert(TAKES_ADD_ONS_OF.to_string(), ids.join(","));
+    }
     write_safetensors(&owned, metadata, out)
 }
 
@@ -312,10 +348,19 @@ pub struct DecoderFile {
 }
 
 impl DecoderFile {
-    /// Refuses a file made for another base model than `base` (the one place where
-    /// add-ons — generator, flow, predictor — are checked against the codec's model).
-    pub fn check_base(&self, base: &[u8; 8], path: &Path) -> Result<()> {
-        if self.base_model != id_hex(base) {
+    /// Refuses a file made for another base model than `base` or one of the earlier
+    /// cores whose add-ons `base` takes (the one place where add-ons — generator, flow,
+    /// predictor, ultra-low model — are checked against the codec's model).
+    pub fn check_base(
+        &self,
+        base: &[u8; 8],
+        takes_add_ons_of: &[[u8; 8]],
+        path: &Path,
+    ) -> Result<()> {
+        let fits = std::iter::once(base)
+            .chain(takes_add_ons_of)
+            .any(|id| self.base_model == id_hex(id));
+        if !fits {
             return Err(MirageError::InvalidModel {
                 path: path.to_owned(),
                 reason: format!(
@@ -553,11 +598,19 @@ impl ModelFile {
                 .collect();
             hyper_tables.push(CdfTable::from_cdf(row, offset).map_err(|e| e.to_string())?);
         }
+        let takes_add_ons_of = match meta.get(TAKES_ADD_ONS_OF) {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(|hex| parse_id(hex).ok_or_else(|| format!("bad {TAKES_ADD_ONS_OF} {hex:?}")))
+                .collect::<std::result::Result<_, _>>()?,
+        };
         Ok(ModelFile {
             id: model_id(bytes),
             config,
             tensors,
             hyper_tables,
+            takes_add_ons_of,
         })
     }
 
@@ -622,5 +675,50 @@ impl ModelFile {
         })?;
         fresh.sort();
         Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_on_for(base: &[u8; 8]) -> DecoderFile {
+        DecoderFile {
+            id: [9; 8],
+            base_model: id_hex(base),
+            metadata: HashMap::new(),
+            tensors: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn ids_read_back_from_hex() {
+        let id = [0x83, 0x0d, 0xbc, 0x79, 0xe6, 0x32, 0x7d, 0x12];
+        assert_eq!(parse_id(&id_hex(&id)), Some(id));
+        assert_eq!(parse_id("830d0bc79e632d1"), None);
+        assert_eq!(parse_id("830d0bc79e632dzz"), None);
+        assert_eq!(parse_id("830d0bc79e632d1é"), None);
+    }
+
+    /// An add-on fits the core it was made for and the cores that take that core's
+    /// add-ons, and no other; the refusal names both models.
+    #[test]
+    fn add_ons_fit_their_core_and_the_cores_that_take_them() {
+        let (old, new, other) = ([1; 8], [2; 8], [3; 8]);
+        let path = Path::new("realism.safetensors");
+        let add_on = add_on_for(&old);
+        assert!(add_on.check_base(&old, &[], path).is_ok());
+        assert!(add_on.check_base(&new, &[old], path).is_ok());
+        assert!(add_on.check_base(&new, &[other, old], path).is_ok());
+        let err = add_on
+            .check_base(&new, &[other], path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&id_hex(&old)) && err.contains(&id_hex(&new)),
+            "{err}"
+        );
+        // Taking is one way: the earlier core does not take the newer one's add-ons.
+        assert!(add_on_for(&new).check_base(&old, &[], path).is_err());
     }
 }

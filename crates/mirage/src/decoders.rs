@@ -22,7 +22,9 @@ use tch::{nn::VarStore, Device};
 
 use crate::codec::{flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
-use crate::ultralow::{default_ultralow_path, is_ultralow, CaptionUse, UltralowCodec};
+use crate::ultralow::{
+    default_ultralow_path, is_ultralow, ultralow_generator_path, CaptionUse, UltralowCodec,
+};
 use image::RgbImage;
 use std::time::Instant;
 
@@ -160,8 +162,10 @@ pub struct AddOns {
     pub realism: Option<RealismDecoder>,
     pub flow: Option<FlowDecoder>,
     pub predictor: Option<Predictor>,
-    /// The ultra-low mode (PerCo), made for this core and this realism generator.
+    /// The ultra-low mode (PerCo), made for this core.
     pub ultralow: Option<UltralowCodec>,
+    /// The generator the ultra-low mode decodes with, when it is not `realism`.
+    pub ultralow_realism: Option<RealismDecoder>,
 }
 
 /// Where to point a user whose core has no add-on of some kind.
@@ -200,17 +204,31 @@ impl AddOns {
             Ok(None)
         }
         let realism = first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?;
-        let ultralow = match &realism {
+        // The ultra-low model names the generator it was trained with: the main one, or
+        // the one kept for it when the main generator has moved on.
+        let mut ultralow_realism = None;
+        let mut ultralow = match &realism {
             Some(generator) => fitting(&default_ultralow_path(), |p| {
                 UltralowCodec::load(p, codec, generator)
             })?,
             None => None,
         };
+        if ultralow.is_none() {
+            if let Some(generator) = fitting(&ultralow_generator_path(), |p| {
+                RealismDecoder::load(p, codec)
+            })? {
+                ultralow = fitting(&default_ultralow_path(), |p| {
+                    UltralowCodec::load(p, codec, &generator)
+                })?;
+                ultralow_realism = ultralow.as_ref().map(|_| generator);
+            }
+        }
         Ok(AddOns {
             realism,
             flow: first_fitting(flow_paths(), |p| FlowDecoder::load(p, codec))?,
             predictor: first_fitting(predictor_paths(), |p| Predictor::load(p, codec))?,
             ultralow,
+            ultralow_realism,
         })
     }
 
@@ -235,13 +253,25 @@ impl AddOns {
         caption: CaptionUse,
     ) -> Result<(RgbImage, Timings, Option<String>)> {
         if is_ultralow(bytes)? {
-            let d = self
-                .ultralow()?
-                .decompress(codec, self.realism()?, bytes, realism, caption)?;
+            let d = self.ultralow()?.decompress(
+                codec,
+                self.ultralow_realism()?,
+                bytes,
+                realism,
+                caption,
+            )?;
             return Ok((d.image, d.timings, d.caption));
         }
         let (img, t) = self.decoder_for(bytes, realism)?.decompress(codec, bytes)?;
         Ok((img, t, None))
+    }
+
+    /// The realism generator the ultra-low mode decodes with, or a clear error.
+    pub fn ultralow_realism(&self) -> Result<&RealismDecoder> {
+        match &self.ultralow_realism {
+            Some(generator) => Ok(generator),
+            None => self.realism(),
+        }
     }
 
     /// The realism generator, or a clear error.

@@ -98,8 +98,21 @@ mod tests {
         let checkpoint = dir.join("model.safetensors");
         vs.save(&checkpoint).unwrap();
         let file_path = dir.join("exported.safetensors");
-        crate::model_file::export(&checkpoint, config, &file_path).unwrap();
+        crate::model_file::export(&checkpoint, config, None, &file_path).unwrap();
         let file = ModelFile::load(&file_path).unwrap();
+        assert!(file.takes_add_ons_of.is_empty());
+        // A release that takes the add-ons of this one, and one after it: the list is
+        // carried forward, newest first.
+        let (second, third) = (
+            dir.join("second.safetensors"),
+            dir.join("third.safetensors"),
+        );
+        crate::model_file::export(&checkpoint, config, Some(&file), &second).unwrap();
+        let second = ModelFile::load(&second).unwrap();
+        crate::model_file::export(&checkpoint, config, Some(&second), &third).unwrap();
+        let third = ModelFile::load(&third).unwrap();
+        assert_eq!(second.takes_add_ons_of, vec![file.id]);
+        assert_eq!(third.takes_add_ons_of, vec![second.id, file.id]);
         // The training network with the exported (f16-rounded) weights.
         let vs2 = VarStore::new(Device::Cpu);
         let twin = Hyperprior::new(&vs2.root(), config, ConvPrecision::F32);

@@ -12,13 +12,13 @@
 //! embedded by the sentence encoder all-MiniLM-L6-v2 (`mirage_text`, loaded at the
 //! first captioned decode) and conditions the grid decoder.
 
-use crate::codec::{Codec, RateTarget, Timings, Weights};
+use crate::codec::{bundled_core_path, Codec, RateTarget, Timings, Weights};
 use crate::decoders::{Realism, RealismDecoder};
 use crate::error::{MirageError, Result};
 use crate::layout::{check_size, padded, LATENT_STRIDE};
 use crate::model::layers::ConvPrecision;
 use crate::model::ultralow::{UltralowModel, CAPTION_ENCODER, NOISE_CHANNELS, POINTS};
-use crate::model_file::{id_hex, DecoderFile, READS_FILES_OF, ULTRALOW_FORMAT_NAME};
+use crate::model_file::{id_hex, parse_id, DecoderFile, READS_FILES_OF, ULTRALOW_FORMAT_NAME};
 use image::RgbImage;
 use mirage_format::ultralow::{
     compress_caption, decompress_caption, pack_indices, unpack_indices, CAPTION_SECTION,
@@ -44,12 +44,22 @@ pub fn default_ultralow_path() -> PathBuf {
         })
 }
 
+/// The realism generator the bundled ultra-low model was trained with, kept beside it
+/// when the main generator (`models/realism.safetensors`) moves on: an ultra-low file
+/// must decode to the same pixels whatever generator the core mode ships.
+pub fn ultralow_generator_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ultralow-realism.safetensors")
+}
+
 /// The number of operating points (`encode --mode ultralow --point N`).
 pub const POINT_COUNT: usize = POINTS.len();
 
 /// The ultra-low mode's networks, for one core and one realism generator.
 pub struct UltralowCodec {
     _vs: VarStore,
+    /// The core the model was trained with, when the loaded core is a later release
+    /// that takes its add-ons (`None`: the loaded core is that core).
+    own_core: Option<Codec>,
     model: UltralowModel,
     /// The model file's identifier: every file this mode writes carries it.
     pub id: [u8; 8],
@@ -96,13 +106,35 @@ pub fn is_ultralow(bytes: &[u8]) -> Result<bool> {
 }
 
 impl UltralowCodec {
-    /// Loads the mode's model; it must have been made for `codec`'s core and for
-    /// `realism`'s generator.
+    /// The realism generator this model decodes with.
+    pub fn generator_id(&self) -> [u8; 8] {
+        self.generator
+    }
+
+    /// Loads the mode's model; it must have been made for `codec`'s core, or for an
+    /// earlier core whose add-ons `codec` takes, and for `realism`'s generator.
     pub fn load(path: &Path, codec: &Codec, realism: &RealismDecoder) -> Result<UltralowCodec> {
         let file = DecoderFile::load(path, ULTRALOW_FORMAT_NAME)?;
         codec.check_add_on(&file, path)?;
+        // On a later core the mode keeps the core it was trained with: its grid
+        // decoder predicts that core's latent, and its files must decode to the same
+        // pixels whatever core the main mode ships.
+        let own_core = if file.base_model == id_hex(&codec.id()) {
+            None
+        } else {
+            let id = parse_id(&file.base_model).unwrap_or_default();
+            let core = bundled_core_path(&id).ok_or_else(|| MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: format!(
+                    "its core {} is not among the bundled models",
+                    file.base_model
+                ),
+            })?;
+            Some(Codec::load(&core)?)
+        };
+        let core = own_core.as_ref().unwrap_or(codec);
         let config = file.ultralow_config()?;
-        if config.latent_channels != codec.config().m {
+        if config.latent_channels != core.config().m {
             return Err(MirageError::InvalidModel {
                 path: path.to_owned(),
                 reason: "its latent width does not match the loaded core".into(),
@@ -137,6 +169,7 @@ impl UltralowCodec {
         };
         Ok(UltralowCodec {
             _vs: vs,
+            own_core,
             model,
             id: file.id,
             generator,
@@ -188,7 +221,12 @@ impl UltralowCodec {
         point: usize,
         caption: Option<&str>,
     ) -> Result<(Vec<u8>, UltralowReport)> {
-        self.compress_analysis(&codec.analyse(img)?, img, point, caption)
+        self.compress_analysis(&self.core(codec).analyse(img)?, img, point, caption)
+    }
+
+    /// The core this model works through: its own when the loaded core is a later one.
+    fn core<'a>(&'a self, loaded: &'a Codec) -> &'a Codec {
+        self.own_core.as_ref().unwrap_or(loaded)
     }
 
     fn compress_analysis(
@@ -255,7 +293,7 @@ impl UltralowCodec {
         target: RateTarget,
         caption: Option<&str>,
     ) -> Result<(Vec<u8>, UltralowReport)> {
-        let analysis = codec.analyse(img)?;
+        let analysis = self.core(codec).analyse(img)?;
         let pixels = img.width() as f64 * img.height() as f64;
         let max_bytes = match target {
             RateTarget::Quality(q) if (0.0..=100.0).contains(&q) => {
@@ -392,7 +430,7 @@ impl UltralowCodec {
         tch::set_num_threads(threads);
         let y_hat = y_hat?;
         let generator = (w > 0.0).then_some((&realism.generator, Weights::Uniform(w)));
-        let image = codec.synthesize(
+        let image = self.core(codec).synthesize(
             &y_hat,
             yh,
             yw,

@@ -25,6 +25,11 @@ pub(crate) enum ExportCommand {
         context: bool,
         #[arg(long, default_value = "models/hyperprior.safetensors")]
         out: PathBuf,
+        /// The shipped core this checkpoint continues, whose add-ons (realism generator,
+        /// flow refiner, ConHa predictor, ultra-low model) were measured on the new one
+        /// and are carried over to it.
+        #[arg(long)]
+        takes_add_ons_of: Option<PathBuf>,
     },
     /// Write the shipped realism generator from a training checkpoint, tied to the
     /// loaded hyperprior.
@@ -209,8 +214,18 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
             m,
             context,
             out,
+            takes_add_ons_of,
         } => {
-            let id = export(&checkpoint, ModelConfig { n, m, context }, &out)?;
+            let earlier = takes_add_ons_of
+                .as_deref()
+                .map(mirage_nn::model_file::ModelFile::load)
+                .transpose()?;
+            let id = export(
+                &checkpoint,
+                ModelConfig { n, m, context },
+                earlier.as_ref(),
+                &out,
+            )?;
             println!("wrote {} (model id {})", out.display(), id_hex(&id));
             Ok(())
         }

@@ -83,6 +83,9 @@ pub(crate) enum TrainCommand {
         /// Weight of the grid-locked part of the error (periods 4, 8, 16).
         #[arg(long, default_value_t = 3000.0)]
         k_grid: f64,
+        /// Extra weight of the error's colour (Cb, Cr), against invented colour speckle.
+        #[arg(long, default_value_t = 0.0)]
+        k_chroma: f64,
         /// Give every block seeded noise inputs (v2; false builds v1's generator).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         noise: bool,
@@ -457,6 +460,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_fm,
             k_adv,
             k_grid,
+            k_chroma,
             noise,
             init_from,
             r1_gamma,
@@ -483,6 +487,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_fm,
             k_adv,
             k_grid,
+            k_chroma,
             init_from,
             r1_gamma,
             scales,

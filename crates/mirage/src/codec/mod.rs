@@ -29,8 +29,8 @@ use tiles::{tiles, TILE_MARGIN};
 mod paths;
 mod tiles;
 pub use paths::{
-    default_flow_path, default_model_path, default_realism_path, earlier_model_paths, flow_paths,
-    predictor_paths, realism_paths, v1_add_on_path, v1_model_path,
+    bundled_core_path, default_flow_path, default_model_path, default_realism_path,
+    earlier_model_paths, flow_paths, predictor_paths, realism_paths, v1_add_on_path, v1_model_path,
 };
 #[cfg(test)]
 mod tests;
@@ -116,6 +116,7 @@ pub struct Codec {
     hyper_gain: Vec<f32>,
     inverse_hyper_gain: Vec<f32>,
     hyper_tables: Vec<CdfTable>,
+    takes_add_ons_of: Vec<[u8; 8]>,
 }
 
 fn channel_tensor(v: &[f32]) -> Tensor {
@@ -139,6 +140,7 @@ impl Codec {
             hyper_gain: table("hyper_gain")?,
             inverse_hyper_gain: table("inverse_hyper_gain")?,
             hyper_tables: file.hyper_tables,
+            takes_add_ons_of: file.takes_add_ons_of,
             _vs: vs,
             net,
             entropy_model,
@@ -154,7 +156,13 @@ impl Codec {
     /// Refuses an add-on file (realism generator, flow refiner, ConHa predictor) made
     /// for another core: the one place that ties add-ons to their core.
     pub(crate) fn check_add_on(&self, file: &DecoderFile, path: &Path) -> Result<()> {
-        file.check_base(&self.id, path)
+        file.check_base(&self.id, &self.takes_add_ons_of, path)
+    }
+
+    /// The earlier cores whose add-ons this one takes (a release that continued their
+    /// training, its add-ons measured on it and carried over).
+    pub fn takes_add_ons_of(&self) -> &[[u8; 8]] {
+        &self.takes_add_ons_of
     }
 
     /// The hyperprior's widths.

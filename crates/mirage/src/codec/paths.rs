@@ -80,10 +80,7 @@ pub fn predictor_paths() -> Vec<std::path::PathBuf> {
 /// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
 /// error path: it hashes the model files).
 pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
-    [v1_model_path(), default_model_path()]
-        .into_iter()
-        .chain(earlier_model_paths())
-        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
+    bundled_core_path(id)
         .map(|p| {
             let shown = p
                 .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
@@ -92,4 +89,14 @@ pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
             format!(", which is --model {}", shown.display())
         })
         .unwrap_or_default()
+}
+
+/// The bundled core whose model id is `id` (the current one, v1 or an earlier release).
+/// It hashes the model files, so it is for rare paths (errors, the ultra-low mode on a
+/// later core).
+pub fn bundled_core_path(id: &[u8; 8]) -> Option<std::path::PathBuf> {
+    [default_model_path(), v1_model_path()]
+        .into_iter()
+        .chain(earlier_model_paths())
+        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
 }
