@@ -542,8 +542,8 @@ fn the_mode_decodes_with_the_generator_it_was_trained_with() {
 }
 
 /// A later release of the core, exported with `takes_add_ons_of` the bundled one, or
-/// without it. It is the bundled weights saved again with a fresh density network, so
-/// its hyper-latent tables and its model id differ.
+/// without it: the bundled weights scaled by 2 % and a fresh density network, so its
+/// transforms, tables and model id differ.
 fn later_core(takes_add_ons: bool, name: &str) -> Codec {
     use mirage_nn::model::{layers::ConvPrecision, Hyperprior};
     use mirage_nn::model_file::{export, ModelFile};
@@ -552,6 +552,13 @@ fn later_core(takes_add_ons: bool, name: &str) -> Codec {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _net = Hyperprior::new(&vs.root(), bundled.config, ConvPrecision::F32);
     bundled.fill(&vs).unwrap();
+    // Other transforms too, as after more training: were the ultra-low mode to run
+    // through this core, its indices and pixels would change.
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            let _ = t.f_mul_scalar_(1.02).unwrap();
+        }
+    });
     let dir = std::env::temp_dir().join(format!("mirage-later-core-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let checkpoint = dir.join("model.safetensors");
