@@ -164,7 +164,7 @@ impl Column {
             }
             Column::Ultralow(point) => {
                 let (file, _) = add_ons
-                    .ultralow()?
+                    .ultralow(codec)?
                     .compress(codec, original, *point, None)?;
                 let (decoded, _, _) =
                     add_ons.decompress_any(codec, &file, Realism::Auto, CaptionUse::FromFile)?;

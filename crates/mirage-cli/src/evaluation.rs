@@ -239,7 +239,7 @@ impl UltralowUnderTest {
     pub fn new(codec: Codec, add_ons: AddOns) -> Result<UltralowUnderTest> {
         let description = format!(
             "Mirage ultra-low mode (model {}, on core {}), operating points 0..{}",
-            id_hex(&add_ons.ultralow()?.id),
+            id_hex(&add_ons.ultralow(&codec)?.id),
             id_hex(&codec.id()),
             POINT_COUNT - 1
         );
@@ -282,7 +282,9 @@ impl CodecUnderTest for UltralowUnderTest {
         let codec = self.codec.lock().unwrap_or_else(|e| e.into_inner());
         let add_ons = self.add_ons.lock().unwrap_or_else(|e| e.into_inner());
         let ((bytes, _), stats) = MirageUnderTest::measure(|| {
-            Ok(add_ons.ultralow()?.compress(&codec, img, point, None)?)
+            Ok(add_ons
+                .ultralow(&codec)?
+                .compress(&codec, img, point, None)?)
         })?;
         self.last_call.record(stats);
         Ok(bytes)

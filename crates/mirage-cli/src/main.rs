@@ -40,12 +40,9 @@ fn load_codec(models: &Models) -> Result<(Codec, AddOns)> {
     let codec = Codec::load(&path)?;
     let mut add_ons = AddOns::bundled(&codec)?;
     if let Some(realism) = &models.realism_model {
-        let chosen = RealismDecoder::load(realism, &codec)?;
-        // The ultra-low mode keeps the generator it was trained with.
-        if add_ons.ultralow.is_some() && add_ons.ultralow_realism.is_none() {
-            add_ons.ultralow_realism = add_ons.realism.take();
-        }
-        add_ons.realism = Some(chosen);
+        // The ultra-low mode keeps the generator it was trained with; this one is the
+        // core mode's.
+        add_ons.realism = Some(RealismDecoder::load(realism, &codec)?);
     }
     Ok((codec, add_ons))
 }

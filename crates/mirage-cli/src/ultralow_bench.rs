@@ -123,7 +123,7 @@ pub fn run_ultralow(
     o: &UltralowBenchOptions,
     set_measures: &[SetMeasure],
 ) -> Result<String> {
-    let ultralow = add_ons.ultralow()?;
+    let ultralow = add_ons.ultralow(codec)?;
     let paths = crate::bench::image_paths(&o.images)?;
     std::fs::create_dir_all(&o.out_dir)?;
     let originals: Vec<RgbImage> = paths

@@ -19,7 +19,10 @@ fn sample() -> image::RgbImage {
 fn codec() -> (Codec, AddOns) {
     let codec = Codec::load_default().expect("bundled core loads");
     let add_ons = AddOns::bundled(&codec).expect("bundled add-ons load");
-    assert!(add_ons.ultralow.is_some(), "the ultra-low model is bundled");
+    assert!(
+        add_ons.ultralow(&codec).is_ok(),
+        "the ultra-low model is bundled"
+    );
     (codec, add_ons)
 }
 
@@ -37,7 +40,7 @@ fn mean_colour(img: &image::RgbImage) -> [f64; 3] {
 fn every_point_has_the_documented_size_and_keeps_the_image() {
     let (codec, add_ons) = codec();
     let img = sample();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     let mut last = 0;
     for point in 0..POINT_COUNT {
         let (bytes, report) = ultralow.compress(&codec, &img, point, None).unwrap();
@@ -81,7 +84,7 @@ fn every_point_has_the_documented_size_and_keeps_the_image() {
 fn a_size_target_picks_the_largest_point_that_fits() {
     let (codec, add_ons) = codec();
     let img = sample();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     let sizes: Vec<usize> = (0..POINT_COUNT)
         .map(|p| ultralow.compress(&codec, &img, p, None).unwrap().0.len())
         .collect();
@@ -103,7 +106,7 @@ fn a_size_target_picks_the_largest_point_that_fits() {
 fn the_caption_is_stored_counted_and_returned() {
     let (codec, add_ons) = codec();
     let img = sample();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     let text = "Two parrots, one red and one blue and yellow, in front of green leaves.";
     let (plain, _) = ultralow.compress(&codec, &img, 0, None).unwrap();
     let (captioned, report) = ultralow.compress(&codec, &img, 0, Some(text)).unwrap();
@@ -130,7 +133,7 @@ const PARROTS: &str =
 fn the_caption_conditions_the_decode() {
     let (codec, add_ons) = codec();
     let img = sample();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     assert!(
         ultralow.reads_captions,
         "the bundled ultra-low model is trained with captions"
@@ -196,7 +199,7 @@ fn a_captioned_file_without_the_sentence_encoder_is_a_clear_error() {
 #[test]
 fn files_of_the_superseded_model_still_decode() {
     let (codec, add_ons) = codec();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     let superseded = ultralow.reads_files_of();
     assert!(
         superseded.contains(&"661ebc827195eecf".to_string()),
@@ -218,7 +221,7 @@ fn files_of_the_superseded_model_still_decode() {
 #[test]
 fn damaged_or_foreign_files_are_refused() {
     let (codec, add_ons) = codec();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     let (bytes, _) = ultralow.compress(&codec, &sample(), 1, None).unwrap();
     let mut c = mirage_format::read(&bytes).unwrap();
     // An index section one byte short, rewritten with valid checksums.
@@ -498,7 +501,7 @@ fn the_benchmarks_and_the_evaluation_take_the_ultralow_mode() {
     let column = mirage_cli::comparison::Column::parse("ultralow0").unwrap();
     let (decoded, bytes) = column.decode(&codec, &add_ons, &img, &core_file).unwrap();
     let (own, _) = add_ons
-        .ultralow()
+        .ultralow(&codec)
         .unwrap()
         .compress(&codec, &img, 0, None)
         .unwrap();
@@ -518,11 +521,11 @@ fn the_benchmarks_and_the_evaluation_take_the_ultralow_mode() {
 #[test]
 fn the_mode_decodes_with_the_generator_it_was_trained_with() {
     let (codec, add_ons) = codec();
-    let ultralow = add_ons.ultralow().unwrap();
+    let ultralow = add_ons.ultralow(&codec).unwrap();
     // The bundled add-ons find the generator the ultra-low model names, even when the
     // main realism generator has moved on (models/ultralow-realism.safetensors).
     assert_eq!(
-        add_ons.ultralow_realism().unwrap().id,
+        add_ons.ultralow_realism(&codec).unwrap().id,
         ultralow.generator_id()
     );
     let (bytes, _) = ultralow.compress(&codec, &sample(), 1, None).unwrap();
@@ -534,9 +537,6 @@ fn the_mode_decodes_with_the_generator_it_was_trained_with() {
     let before = decode(&add_ons);
     // Another main generator (as with `--realism-model`) leaves ultra-low pixels alone.
     let mut swapped = AddOns::bundled(&codec).unwrap();
-    if swapped.ultralow_realism.is_none() {
-        swapped.ultralow_realism = swapped.realism.take();
-    }
     swapped.realism = None;
     assert!(decode(&swapped) == before);
 }
@@ -592,12 +592,12 @@ fn a_later_core_takes_the_add_ons_and_the_mode_keeps_its_own_core() {
     assert!(carried.realism.is_some() && carried.flow.is_some() && carried.predictor.is_some());
     let img = sample();
     let (bytes, _) = add_ons
-        .ultralow()
+        .ultralow(&codec)
         .unwrap()
         .compress(&codec, &img, 1, None)
         .unwrap();
     let (again, _) = carried
-        .ultralow()
+        .ultralow(&later)
         .unwrap()
         .compress(&later, &img, 1, None)
         .unwrap();
@@ -614,5 +614,5 @@ fn a_later_core_takes_the_add_ons_and_the_mode_keeps_its_own_core() {
 
     let unrelated = later_core(false, "unrelated");
     let none = AddOns::bundled(&unrelated).unwrap();
-    assert!(none.realism.is_none() && none.flow.is_none() && none.ultralow.is_none());
+    assert!(none.realism.is_none() && none.flow.is_none() && none.ultralow(&unrelated).is_err());
 }

@@ -18,6 +18,7 @@ use crate::model::layers::ConvPrecision;
 use crate::model::realism::RealismGenerator;
 use crate::model_file::{DecoderFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
 use std::path::Path;
+use std::sync::OnceLock;
 use tch::{nn::VarStore, Device};
 
 use crate::codec::{flow_paths, predictor_paths, realism_paths};
@@ -154,18 +155,56 @@ impl FlowDecoder {
     }
 }
 
-/// The bundled add-ons (realism generator, flow refiner, ConHa predictor) that were
-/// trained for one core. Those made for another core are left out, and asking for
-/// them is a clear error naming the core they need.
+/// The bundled add-ons (realism generator, flow refiner, ConHa predictor, ultra-low
+/// mode) that were trained for one core. Those made for another core are left out, and
+/// asking for them is a clear error naming the core they need.
 #[derive(Default)]
 pub struct AddOns {
     pub realism: Option<RealismDecoder>,
     pub flow: Option<FlowDecoder>,
     pub predictor: Option<Predictor>,
-    /// The ultra-low mode (PerCo), made for this core.
-    pub ultralow: Option<UltralowCodec>,
-    /// The generator the ultra-low mode decodes with, when it is not `realism`.
-    pub ultralow_realism: Option<RealismDecoder>,
+    /// The ultra-low mode, loaded on first use: its model is large (and on a later core
+    /// it brings its own core), while most files and commands never need it.
+    ultralow: OnceLock<Option<UltralowMode>>,
+}
+
+/// The ultra-low mode with the realism generator it was trained with. It owns that
+/// generator, so swapping [`AddOns::realism`] (`--realism-model`) leaves ultra-low
+/// pixels alone.
+struct UltralowMode {
+    codec: UltralowCodec,
+    generator: RealismDecoder,
+}
+
+/// The add-on at `path` if it fits the core (a missing file, or one made for another
+/// core, is `None`; a damaged one is an error).
+fn fitting<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    match load(path) {
+        Ok(v) => Ok(Some(v)),
+        Err(MirageError::InvalidModel { ref reason, .. })
+            if reason.contains("trained for model")
+                || reason.contains("decodes with realism generator") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The first of `paths` made for this core.
+fn first_fitting<T>(
+    paths: Vec<std::path::PathBuf>,
+    load: impl Fn(&Path) -> Result<T>,
+) -> Result<Option<T>> {
+    for path in paths {
+        if let Some(found) = fitting(&path, &load)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// Where to point a user whose core has no add-on of some kind.
@@ -176,65 +215,31 @@ impl AddOns {
     /// The bundled add-ons that fit `codec` (a missing file, or one made for another
     /// core, is left out; a damaged one is an error).
     pub fn bundled(codec: &Codec) -> Result<AddOns> {
-        fn fitting<T>(path: &Path, load: impl FnOnce(&Path) -> Result<T>) -> Result<Option<T>> {
-            if !path.exists() {
-                return Ok(None);
-            }
-            match load(path) {
-                Ok(v) => Ok(Some(v)),
-                Err(MirageError::InvalidModel { ref reason, .. })
-                    if reason.contains("trained for model")
-                        || reason.contains("decodes with realism generator") =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            }
-        }
-        /// The first of `paths` made for this core.
-        fn first_fitting<T>(
-            paths: Vec<std::path::PathBuf>,
-            load: impl Fn(&Path) -> Result<T>,
-        ) -> Result<Option<T>> {
-            for path in paths {
-                if let Some(found) = fitting(&path, &load)? {
-                    return Ok(Some(found));
-                }
-            }
-            Ok(None)
-        }
-        let realism = first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?;
-        // The ultra-low model names the generator it was trained with: the main one, or
-        // the one kept for it when the main generator has moved on.
-        let mut ultralow_realism = None;
-        let mut ultralow = match &realism {
-            Some(generator) => fitting(&default_ultralow_path(), |p| {
-                UltralowCodec::load(p, codec, generator)
-            })?,
-            None => None,
-        };
-        if ultralow.is_none() {
-            if let Some(generator) = fitting(&ultralow_generator_path(), |p| {
-                RealismDecoder::load(p, codec)
-            })? {
-                ultralow = fitting(&default_ultralow_path(), |p| {
-                    UltralowCodec::load(p, codec, &generator)
-                })?;
-                ultralow_realism = ultralow.as_ref().map(|_| generator);
-            }
-        }
         Ok(AddOns {
-            realism,
+            realism: first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?,
             flow: first_fitting(flow_paths(), |p| FlowDecoder::load(p, codec))?,
             predictor: first_fitting(predictor_paths(), |p| Predictor::load(p, codec))?,
-            ultralow,
-            ultralow_realism,
+            ultralow: OnceLock::new(),
         })
     }
 
-    /// The ultra-low mode, or a clear error.
-    pub fn ultralow(&self) -> Result<&UltralowCodec> {
-        self.ultralow.as_ref().ok_or_else(|| {
+    /// The ultra-low mode made for `codec` (the core these add-ons were found for),
+    /// loaded on first use, or a clear error.
+    pub fn ultralow(&self, codec: &Codec) -> Result<&UltralowCodec> {
+        Ok(&self.ultralow_mode(codec)?.codec)
+    }
+
+    /// The realism generator the ultra-low mode decodes with, or a clear error.
+    pub fn ultralow_realism(&self, codec: &Codec) -> Result<&RealismDecoder> {
+        Ok(&self.ultralow_mode(codec)?.generator)
+    }
+
+    fn ultralow_mode(&self, codec: &Codec) -> Result<&UltralowMode> {
+        if self.ultralow.get().is_none() {
+            // A damaged file is an error each time it is asked for, not a cached absence.
+            let _ = self.ultralow.set(UltralowMode::bundled(codec)?);
+        }
+        self.ultralow.get().and_then(Option::as_ref).ok_or_else(|| {
             MirageError::BadParameter(
                 "the ultra-low mode needs models/ultralow.safetensors made for this core and its bundled realism generator (only the current core has one)".into(),
             )
@@ -253,25 +258,14 @@ impl AddOns {
         caption: CaptionUse,
     ) -> Result<(RgbImage, Timings, Option<String>)> {
         if is_ultralow(bytes)? {
-            let d = self.ultralow()?.decompress(
-                codec,
-                self.ultralow_realism()?,
-                bytes,
-                realism,
-                caption,
-            )?;
+            let mode = self.ultralow_mode(codec)?;
+            let d = mode
+                .codec
+                .decompress(codec, &mode.generator, bytes, realism, caption)?;
             return Ok((d.image, d.timings, d.caption));
         }
         let (img, t) = self.decoder_for(bytes, realism)?.decompress(codec, bytes)?;
         Ok((img, t, None))
-    }
-
-    /// The realism generator the ultra-low mode decodes with, or a clear error.
-    pub fn ultralow_realism(&self) -> Result<&RealismDecoder> {
-        match &self.ultralow_realism {
-            Some(generator) => Ok(generator),
-            None => self.realism(),
-        }
     }
 
     /// The realism generator, or a clear error.
@@ -309,6 +303,33 @@ impl AddOns {
             return Ok(Decoder::Mse);
         }
         Ok(Decoder::Realism(self.realism()?, realism))
+    }
+}
+
+impl UltralowMode {
+    /// The bundled ultra-low model made for `codec`, with the generator it names: the
+    /// main one, or the one kept for it when the main generator has moved on.
+    fn bundled(codec: &Codec) -> Result<Option<UltralowMode>> {
+        let path = default_ultralow_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        for generator_path in realism_paths()
+            .into_iter()
+            .chain([ultralow_generator_path()])
+        {
+            let Some(generator) = fitting(&generator_path, |p| RealismDecoder::load(p, codec))?
+            else {
+                continue;
+            };
+            if let Some(mode) = fitting(&path, |p| UltralowCodec::load(p, codec, &generator))? {
+                return Ok(Some(UltralowMode {
+                    codec: mode,
+                    generator,
+                }));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -116,6 +116,17 @@ impl UltralowCodec {
     pub fn load(path: &Path, codec: &Codec, realism: &RealismDecoder) -> Result<UltralowCodec> {
         let file = DecoderFile::load(path, ULTRALOW_FORMAT_NAME)?;
         codec.check_add_on(&file, path)?;
+        // Checked before the core below, which may mean hashing the bundled models.
+        if file.text("generator") != Some(id_hex(&realism.id).as_str()) {
+            return Err(MirageError::InvalidModel {
+                path: path.to_owned(),
+                reason: format!(
+                    "it decodes with realism generator {}, but the loaded one is {}",
+                    file.text("generator").unwrap_or("(none)"),
+                    id_hex(&realism.id)
+                ),
+            });
+        }
         // On a later core the mode keeps the core it was trained with: its grid
         // decoder predicts that core's latent, and its files must decode to the same
         // pixels whatever core the main mode ships.
@@ -138,16 +149,6 @@ impl UltralowCodec {
             return Err(MirageError::InvalidModel {
                 path: path.to_owned(),
                 reason: "its latent width does not match the loaded core".into(),
-            });
-        }
-        if file.text("generator") != Some(id_hex(&realism.id).as_str()) {
-            return Err(MirageError::InvalidModel {
-                path: path.to_owned(),
-                reason: format!(
-                    "it decodes with realism generator {}, but the loaded one is {}",
-                    file.text("generator").unwrap_or("(none)"),
-                    id_hex(&realism.id)
-                ),
             });
         }
         let vs = VarStore::new(Device::Cpu);

@@ -288,7 +288,7 @@ impl Job<'_> {
                         .map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?,
                 };
                 add_ons
-                    .ultralow()?
+                    .ultralow(codec)?
                     .compress_target(codec, &loaded.image, target, caption.as_deref())
                     .map_err(in_context)?
                     .0
