@@ -234,26 +234,20 @@ fn symbols_are_identical_under_other_instruction_sets() {
     }
 }
 
-/// A file of the first core (format v1's hyperprior, kept in models/v1 for the decoder
-/// add-ons) is refused by the current core with the way to decode it, and decodes
-/// with that model.
+/// A file made by an earlier core (v1, kept in models/v1 for its decoder add-ons, and
+/// each earlier release of core v2) is refused by the current core with the way to
+/// decode it, and decodes with that model to the symbols recorded when it was made.
+/// Releases kept decode-only also refuse to encode, with a clear message.
 #[test]
-fn a_file_of_the_v1_core_names_the_model_it_needs() {
+fn a_file_of_an_earlier_core_names_the_model_it_needs() {
+    let releases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/releases");
+    let recorded = std::fs::read_to_string(releases.join("symbols.txt")).unwrap();
     // The same for v1 and for the earlier releases of core v2 (models/v2.0 to v2.4).
     for name in ["v1", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));
-        let mrg = dir.path().join("old.mrg");
-        let out = mirage(
-            &["--model", s(&model), "encode", s(&sample()), s(&mrg)],
-            "2",
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mrg = releases.join(format!("{name}.mrg"));
         let err = fails(&["decode", s(&mrg), s(&dir.path().join("x.png"))]);
         let hint = format!("--model models/{name}/hyperprior.safetensors");
         assert!(err.contains(&hint), "{err}");
@@ -264,7 +258,44 @@ fn a_file_of_the_v1_core_names_the_model_it_needs() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let decoded = image::open(&png).unwrap().to_rgb8();
+        let original = image::open(sample()).unwrap().to_rgb8();
+        assert!(psnr(&decoded, &original) > 25.0, "{name}");
+        let out = mirage(&["--model", s(&model), "info", "--symbols", s(&mrg)], "2");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for kind in ["symbols:", "tables:"] {
+            let now = text.lines().find(|l| l.starts_with(kind)).unwrap();
+            let then = format!("{name} {kind} {}", now[kind.len()..].trim());
+            assert!(recorded.lines().any(|l| l == then), "{then}");
+        }
+        // v1 and v2.3 (which the ultra-low mode encodes through) are kept whole.
+        let encode = mirage(
+            &[
+                "--model",
+                s(&model),
+                "encode",
+                s(&sample()),
+                s(&dir.path().join("new.mrg")),
+            ],
+            "2",
+        );
+        if matches!(name, "v1" | "v2.3") {
+            assert!(encode.status.success(), "{name}");
+        } else {
+            let err = String::from_utf8_lossy(&encode.stderr);
+            assert!(err.contains("decode-only"), "{name}: {err}");
+        }
     }
+}
+
+fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    10.0 * (255f64.powi(2) / (se / a.as_raw().len() as f64)).log10()
 }
 
 /// The grouped verbs (`train <model>`, `export <model>`, `bench <what>`, `study pool`)

@@ -4,6 +4,8 @@
 //!
 //! The file's SHA-256 (first 8 bytes) is the model identifier written into every
 //! bitstream, so a file is never decoded with weights other than those that made it.
+//! An earlier release is kept *decode-only* ([`decode_only`]): without the encoder's
+//! networks, it carries the id of the full file it was cut from.
 
 use crate::error::{MirageError, Result};
 use crate::model::flow::{FlowConfig, FlowRefiner};
@@ -25,6 +27,22 @@ pub const FORMAT_NAME: &str = "mirage-hyperprior-v1";
 /// for every release. Files are still tied to the exact core that made them.
 pub const TAKES_ADD_ONS_OF: &str = "takes_add_ons_of";
 
+/// Metadata of a decode-only core: the id (hex) of the full core it was cut from, which
+/// is the id that core's files carry.
+pub const DECODE_ONLY_OF: &str = "decode_only_of";
+/// Metadata of a decode-only core: the SHA-256 (hex) of its tensor data. It stands in
+/// for the file hash that is a full core's id, so a damaged file is still refused.
+pub const DATA_DIGEST: &str = "data_digest";
+
+/// The tensors only the encoder uses: the analysis transforms and the gains applied
+/// before quantization. A decoder needs the rest.
+fn encoder_only(name: &str) -> bool {
+    name.starts_with("analysis.")
+        || name.starts_with("hyper_analysis.")
+        || name == "gain"
+        || name == "hyper_gain"
+}
+
 /// The hyper-latent's per-channel pmf is evaluated on `-RADIUS..=RADIUS` and then
 /// trimmed to the range holding all but `TAIL_MASS` of it; values beyond are escaped.
 pub const RADIUS: i64 = 256;
@@ -39,6 +57,8 @@ pub struct ModelFile {
     pub hyper_tables: Vec<CdfTable>,
     /// The earlier cores whose add-ons this one takes ([`TAKES_ADD_ONS_OF`]).
     pub takes_add_ons_of: Vec<[u8; 8]>,
+    /// A kept earlier release without the encoder's networks ([`decode_only`]).
+    pub decode_only: bool,
 }
 
 pub fn id_hex(id: &[u8; 8]) -> String {
@@ -545,6 +565,60 @@ pub fn model_id(bytes: &[u8]) -> [u8; 8] {
     id
 }
 
+/// The id written into the files a core makes: its file's [`model_id`], or for a
+/// decode-only core the id of the full core it was cut from, once its data digest
+/// checks out.
+pub fn core_id(bytes: &[u8]) -> std::result::Result<[u8; 8], String> {
+    let (header_len, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let Some(full) = meta.get(DECODE_ONLY_OF) else {
+        return Ok(model_id(bytes));
+    };
+    let id = parse_id(full).ok_or_else(|| format!("bad {DECODE_ONLY_OF} {full:?}"))?;
+    let data = bytes.get(8 + header_len..).unwrap_or_default();
+    if meta.get(DATA_DIGEST) != Some(&hex_digest(data)) {
+        return Err("its tensor data does not match its digest (the file is damaged)".into());
+    }
+    Ok(id)
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Cuts a core file down to what decoding needs: an earlier release is kept only so
+/// that its files decode, and the encoder's networks are about a third of it. The cut
+/// file answers to the full file's id ([`core_id`]) and refuses to encode.
+pub fn decode_only(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)?;
+    let mut metadata = meta.metadata().clone().unwrap_or_default();
+    anyhow::ensure!(
+        metadata.get("format").map(String::as_str) == Some(FORMAT_NAME),
+        "not a {FORMAT_NAME} model"
+    );
+    anyhow::ensure!(
+        !metadata.contains_key(DECODE_ONLY_OF),
+        "the model is decode-only already"
+    );
+    let file = SafeTensors::deserialize(bytes)?;
+    let kept = || {
+        file.tensors()
+            .into_iter()
+            .filter(|(name, _)| !encoder_only(name))
+    };
+    metadata.insert(DECODE_ONLY_OF.into(), id_hex(&model_id(bytes)));
+    // The data section does not depend on the metadata, so its digest can be taken from
+    // a first serialization and written into the second.
+    let draft = safetensors::serialize(kept(), &Some(metadata.clone()))?;
+    let (header_len, _) = SafeTensors::read_metadata(&draft)?;
+    metadata.insert(DATA_DIGEST.into(), hex_digest(&draft[8 + header_len..]));
+    Ok(safetensors::serialize(kept(), &Some(metadata))?)
+}
+
 impl ModelFile {
     pub fn load(path: &Path) -> Result<ModelFile> {
         let bytes = std::fs::read(path).map_err(|source| MirageError::Read {
@@ -606,11 +680,12 @@ impl ModelFile {
                 .collect::<std::result::Result<_, _>>()?,
         };
         Ok(ModelFile {
-            id: model_id(bytes),
+            id: core_id(bytes)?,
             config,
             tensors,
             hyper_tables,
             takes_add_ons_of,
+            decode_only: meta.contains_key(DECODE_ONLY_OF),
         })
     }
 
@@ -624,9 +699,12 @@ impl ModelFile {
     }
 
     /// Copies the weights into a freshly built network (all but the density network,
-    /// whose job the integer tables do).
+    /// whose job the integer tables do; and, from a decode-only core, all but the
+    /// encoder's networks, which are then left unusable).
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
-        fill_variables(&self.tensors, vs, &|name| name.starts_with("prior."))
+        fill_variables(&self.tensors, vs, &|name| {
+            name.starts_with("prior.") || (self.decode_only && encoder_only(name))
+        })
     }
 
     /// The hyper-latent's tables as probabilities over `-RADIUS..=RADIUS`, `[C, n]`
@@ -652,6 +730,12 @@ impl ModelFile {
     /// the density network and layers the file lacks (a context model new to this
     /// run) at their initial values. Returns the names left as they were.
     pub fn fill_available(&self, vs: &VarStore) -> Result<Vec<String>> {
+        if self.decode_only {
+            return Err(MirageError::InvalidModel {
+                path: "(loaded)".into(),
+                reason: "a decode-only core has no encoder to train from".into(),
+            });
+        }
         let mut fresh = vec![];
         tch::no_grad(|| {
             for (name, mut var) in vs.variables() {

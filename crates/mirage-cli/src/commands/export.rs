@@ -80,6 +80,16 @@ pub(crate) enum ExportCommand {
         #[arg(long, default_value = "models/realism-predictor.safetensors")]
         out: PathBuf,
     },
+    /// Cut a core down to what decoding needs (an earlier release kept so that its files
+    /// still decode): about a third smaller, the same id, and it refuses to encode.
+    DecodeOnly {
+        /// The full core.
+        core: PathBuf,
+        out: PathBuf,
+        /// Replace an existing file (which may be `core` itself).
+        #[arg(long)]
+        force: bool,
+    },
     /// Write the shipped extractor (f16 weights, feature scale, metadata) from a run.
     Extractor {
         #[arg(long, default_value = "runs/realism-extractor")]
@@ -97,6 +107,24 @@ pub(crate) enum ExportCommand {
 
 pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
     match command {
+        ExportCommand::DecodeOnly { core, out, force } => {
+            let full =
+                std::fs::read(&core).with_context(|| format!("cannot read {}", core.display()))?;
+            let cut = mirage_nn::model_file::decode_only(&full)
+                .with_context(|| core.display().to_string())?;
+            mirage::image_io::write_atomically(&out, &cut, force)?;
+            // Loading it back checks the digest and that it decodes as that core.
+            let codec = Codec::load(&out)?;
+            anyhow::ensure!(codec.id() == mirage_nn::model_file::model_id(&full));
+            println!(
+                "wrote {} ({} bytes, was {}): model {}, decode-only",
+                out.display(),
+                cut.len(),
+                full.len(),
+                id_hex(&codec.id())
+            );
+            Ok(())
+        }
         ExportCommand::Extractor {
             run_dir,
             data,

@@ -117,6 +117,8 @@ pub struct Codec {
     inverse_hyper_gain: Vec<f32>,
     hyper_tables: Vec<CdfTable>,
     takes_add_ons_of: Vec<[u8; 8]>,
+    /// An earlier release kept without its encoder: it decodes, and refuses to encode.
+    decode_only: bool,
 }
 
 fn channel_tensor(v: &[f32]) -> Tensor {
@@ -133,11 +135,16 @@ impl Codec {
         vs.freeze();
         let entropy_model = entropy_model::load(&file, path)?;
         let table = |name: &str| -> Result<Vec<f32>> { Ok(file.tensor(name)?.1.clone()) };
+        let encoder_table = |name: &str| match file.decode_only {
+            true => Ok(vec![]),
+            false => table(name),
+        };
         Ok(Codec {
             id: file.id,
-            gain: table("gain")?,
+            decode_only: file.decode_only,
+            gain: encoder_table("gain")?,
             inverse_gain: table("inverse_gain")?,
-            hyper_gain: table("hyper_gain")?,
+            hyper_gain: encoder_table("hyper_gain")?,
             inverse_hyper_gain: table("inverse_hyper_gain")?,
             hyper_tables: file.hyper_tables,
             takes_add_ons_of: file.takes_add_ons_of,
@@ -184,8 +191,26 @@ impl Codec {
         interpolate_gain(table, LEVELS, rate, RATE_MAX)
     }
 
+    /// Whether this is an earlier release kept without its encoder
+    /// ([`mirage_nn::model_file::decode_only`]).
+    pub fn is_decode_only(&self) -> bool {
+        self.decode_only
+    }
+
+    /// A clear error for encoding with a decode-only core.
+    fn check_encoder(&self) -> Result<()> {
+        if self.decode_only {
+            return Err(MirageError::BadParameter(format!(
+                "model {} is an earlier release kept decode-only, so that its files still decode; encode with the bundled core",
+                id_hex(&self.id)
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs the analysis transform once; see [`Codec::encode_analysis`].
     pub fn analyse(&self, img: &RgbImage) -> Result<Analysis> {
+        self.check_encoder()?;
         check_size(img.width(), img.height())?;
         let start = Instant::now();
         let y = self.analysis_tiled(img, tiles::ANALYSIS_TILE, tiles::ANALYSIS_MARGIN);
@@ -217,6 +242,7 @@ impl Codec {
 
     /// Codes an analysed image at one rate setting (0..=RATE_MAX).
     pub fn encode_analysis(&self, a: &Analysis, rate: u16) -> Result<(Vec<u8>, EncodeReport)> {
+        self.check_encoder()?;
         if rate > RATE_MAX {
             return Err(MirageError::BadParameter(format!(
                 "rate {rate} is above {RATE_MAX}"

@@ -98,5 +98,5 @@ pub fn bundled_core_path(id: &[u8; 8]) -> Option<std::path::PathBuf> {
     [default_model_path(), v1_model_path()]
         .into_iter()
         .chain(earlier_model_paths())
-        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::model_id(&b) == *id))
+        .find(|p| std::fs::read(p).is_ok_and(|b| crate::model_file::core_id(&b) == Ok(*id)))
 }

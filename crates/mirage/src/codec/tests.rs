@@ -241,3 +241,37 @@ fn tiled_analysis_matches_the_whole() {
     );
     assert!(psnr > 50.0, "tiled against whole: {psnr:.1} dB");
 }
+
+/// A core cut down to decode-only answers to the full core's id, decodes its files to
+/// the same pixels, refuses to encode, and is refused when its data is damaged.
+#[test]
+fn a_decode_only_core_decodes_as_the_full_one() {
+    let full_bytes = std::fs::read(default_model_path()).unwrap();
+    let cut = crate::model_file::decode_only(&full_bytes).unwrap();
+    assert!(cut.len() < full_bytes.len() * 3 / 4, "{} bytes", cut.len());
+    assert!(crate::model_file::decode_only(&cut).is_err(), "cut twice");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.safetensors");
+    std::fs::write(&path, &cut).unwrap();
+
+    let full = Codec::load_default().unwrap();
+    let decode_only = Codec::load(&path).unwrap();
+    assert_eq!(decode_only.id(), full.id());
+    assert!(decode_only.is_decode_only() && !full.is_decode_only());
+    let img = RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 90])
+    });
+    let (bytes, _) = full.compress(&img, RateTarget::Quality(50.0)).unwrap();
+    assert!(decode_only.decompress(&bytes).unwrap().0 == full.decompress(&bytes).unwrap().0);
+    let err = decode_only
+        .compress(&img, RateTarget::Quality(50.0))
+        .unwrap_err();
+    assert!(err.to_string().contains("decode-only"), "{err}");
+
+    // One flipped bit in the last tensor's data.
+    let mut damaged = cut.clone();
+    *damaged.last_mut().unwrap() ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    let err = Codec::load(&path).err().expect("a damaged file is refused");
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
