@@ -616,3 +616,41 @@ fn a_later_core_takes_the_add_ons_and_the_mode_keeps_its_own_core() {
     let none = AddOns::bundled(&unrelated).unwrap();
     assert!(none.realism.is_none() && none.flow.is_none() && none.ultralow(&unrelated).is_err());
 }
+
+/// The mode loads only when a file or `--mode ultralow` needs it: a damaged ultra-low
+/// model leaves core-mode encodes and decodes alone, and the ultra-low ones fail with a
+/// clear error naming it.
+#[test]
+fn the_mode_loads_only_when_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged = dir.path().join("ultralow.safetensors");
+    std::fs::write(&damaged, b"not a model").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .args(["--threads", "2"])
+            .args(args)
+            .env("MIRAGE_ULTRALOW_MODEL", &damaged)
+            .output()
+            .unwrap()
+    };
+    let core = dir.path().join("core.mrg");
+    succeeded(&run(&[
+        "encode",
+        s(&sample_path()),
+        s(&core),
+        "--quality",
+        "30",
+    ]));
+    succeeded(&run(&["decode", s(&core), s(&dir.path().join("core.png"))]));
+    let out = run(&[
+        "encode",
+        s(&sample_path()),
+        s(&dir.path().join("u.mrg")),
+        "--mode",
+        "ultralow",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ultralow.safetensors"), "{err}");
+    assert!(!dir.path().join("u.mrg").exists());
+}
