@@ -566,8 +566,7 @@ pub fn model_id(bytes: &[u8]) -> [u8; 8] {
 }
 
 /// The id written into the files a core makes: its file's [`model_id`], or for a
-/// decode-only core the id of the full core it was cut from, once its data digest
-/// checks out.
+/// decode-only core the id of the full core it was cut from, once its digest checks out.
 pub fn core_id(bytes: &[u8]) -> std::result::Result<[u8; 8], String> {
     let (header_len, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| format!("not a safetensors file ({e})"))?;
@@ -576,11 +575,36 @@ pub fn core_id(bytes: &[u8]) -> std::result::Result<[u8; 8], String> {
         return Ok(model_id(bytes));
     };
     let id = parse_id(full).ok_or_else(|| format!("bad {DECODE_ONLY_OF} {full:?}"))?;
-    let data = bytes.get(8 + header_len..).unwrap_or_default();
-    if meta.get(DATA_DIGEST) != Some(&hex_digest(data)) {
-        return Err("its tensor data does not match its digest (the file is damaged)".into());
+    let recorded = meta
+        .get(DATA_DIGEST)
+        .map(String::as_str)
+        .unwrap_or_default();
+    if digest_with_placeholder(bytes, header_len, recorded).as_deref() != Some(recorded) {
+        return Err("its contents do not match its digest (the file is damaged)".into());
     }
     Ok(id)
+}
+
+/// What [`DATA_DIGEST`] holds while the digest is taken.
+const DIGEST_PLACEHOLDER: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The SHA-256 (hex) of a decode-only core's whole file (header, metadata and tensors)
+/// with its [`DATA_DIGEST`] value, `recorded`, replaced by the placeholder; `None` if
+/// the header does not hold that value.
+fn digest_with_placeholder(bytes: &[u8], header_len: usize, recorded: &str) -> Option<String> {
+    if recorded.len() != DIGEST_PLACEHOLDER.len() {
+        return None;
+    }
+    let entry = format!("\"{DATA_DIGEST}\":\"{recorded}\"");
+    let header = bytes.get(8..8 + header_len)?;
+    let at = header
+        .windows(entry.len())
+        .position(|w| w == entry.as_bytes())?;
+    // The value starts after `"data_digest":"` and ends before the closing quote.
+    let value = 8 + at + entry.len() - 1 - recorded.len();
+    let mut copy = bytes.to_vec();
+    copy[value..value + recorded.len()].copy_from_slice(DIGEST_PLACEHOLDER.as_bytes());
+    Some(hex_digest(&copy))
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -593,6 +617,10 @@ fn hex_digest(bytes: &[u8]) -> String {
 /// Cuts a core file down to what decoding needs: an earlier release is kept only so
 /// that its files decode, and the encoder's networks are about a third of it. The cut
 /// file answers to the full file's id ([`core_id`]) and refuses to encode.
+///
+/// Its digest covers the whole file, so a damaged header (another `context` flag,
+/// swapped tensor names) is refused as surely as damaged weights. Like the id of a full
+/// core, it guards against accidents, not against a forged file.
 pub fn decode_only(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let (_, meta) = SafeTensors::read_metadata(bytes)?;
     let mut metadata = meta.metadata().clone().unwrap_or_default();
@@ -605,18 +633,25 @@ pub fn decode_only(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         "the model is decode-only already"
     );
     let file = SafeTensors::deserialize(bytes)?;
-    let kept = || {
-        file.tensors()
-            .into_iter()
-            .filter(|(name, _)| !encoder_only(name))
-    };
+    let kept = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !encoder_only(name));
     metadata.insert(DECODE_ONLY_OF.into(), id_hex(&model_id(bytes)));
-    // The data section does not depend on the metadata, so its digest can be taken from
-    // a first serialization and written into the second.
-    let draft = safetensors::serialize(kept(), &Some(metadata.clone()))?;
-    let (header_len, _) = SafeTensors::read_metadata(&draft)?;
-    metadata.insert(DATA_DIGEST.into(), hex_digest(&draft[8 + header_len..]));
-    Ok(safetensors::serialize(kept(), &Some(metadata))?)
+    // Serialized with the placeholder, digested, and the digest written over the
+    // placeholder (the same length, so nothing else moves).
+    metadata.insert(DATA_DIGEST.into(), DIGEST_PLACEHOLDER.into());
+    let mut cut = safetensors::serialize(kept, &Some(metadata))?;
+    let (header_len, _) = SafeTensors::read_metadata(&cut)?;
+    let digest = hex_digest(&cut);
+    let entry = format!("\"{DATA_DIGEST}\":\"{DIGEST_PLACEHOLDER}\"");
+    let at = cut[8..8 + header_len]
+        .windows(entry.len())
+        .position(|w| w == entry.as_bytes())
+        .ok_or_else(|| anyhow::anyhow!("the digest placeholder is not in the header"))?;
+    let value = 8 + at + entry.len() - 1 - DIGEST_PLACEHOLDER.len();
+    cut[value..value + digest.len()].copy_from_slice(digest.as_bytes());
+    Ok(cut)
 }
 
 impl ModelFile {
@@ -699,9 +734,21 @@ impl ModelFile {
     }
 
     /// Copies the weights into a freshly built network (all but the density network,
-    /// whose job the integer tables do; and, from a decode-only core, all but the
-    /// encoder's networks, which are then left unusable).
+    /// whose job the integer tables do). A decode-only core has no encoder to copy: an
+    /// error, so that no trainer runs on random transforms.
     pub fn fill(&self, vs: &VarStore) -> Result<()> {
+        if self.decode_only {
+            return Err(MirageError::InvalidModel {
+                path: "(loaded)".into(),
+                reason: "it is a decode-only core (an earlier release kept so that its files decode): it has no encoder to train or encode with".into(),
+            });
+        }
+        fill_variables(&self.tensors, vs, &|name| name.starts_with("prior."))
+    }
+
+    /// [`ModelFile::fill`] for a decoder: from a decode-only core, everything but the
+    /// encoder's networks, which stay as built (the codec refuses to encode with them).
+    pub fn fill_for_decoding(&self, vs: &VarStore) -> Result<()> {
         fill_variables(&self.tensors, vs, &|name| {
             name.starts_with("prior.") || (self.decode_only && encoder_only(name))
         })

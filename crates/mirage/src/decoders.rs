@@ -16,7 +16,9 @@ use crate::error::{MirageError, Result};
 use crate::model::flow::FlowRefiner;
 use crate::model::layers::ConvPrecision;
 use crate::model::realism::RealismGenerator;
-use crate::model_file::{DecoderFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME};
+use crate::model_file::{
+    id_hex, DecoderFile, FLOW_FORMAT_NAME, REALISM_FORMAT_NAME, ULTRALOW_FORMAT_NAME,
+};
 use std::path::Path;
 use std::sync::OnceLock;
 use tch::{nn::VarStore, Device};
@@ -164,8 +166,9 @@ pub struct AddOns {
     pub flow: Option<FlowDecoder>,
     pub predictor: Option<Predictor>,
     /// The ultra-low mode, loaded on first use: its model is large (and on a later core
-    /// it brings its own core), while most files and commands never need it.
-    ultralow: OnceLock<Option<UltralowMode>>,
+    /// it brings its own core), while most files and commands never need it. Kept with
+    /// the id of the core it was loaded for.
+    ultralow: OnceLock<([u8; 8], Option<UltralowMode>)>,
 }
 
 /// The ultra-low mode with the realism generator it was trained with. It owns that
@@ -213,7 +216,9 @@ const ADD_ONS_HINT: &str =
 
 impl AddOns {
     /// The bundled add-ons that fit `codec` (a missing file, or one made for another
-    /// core, is left out; a damaged one is an error).
+    /// core, is left out; a damaged one is an error). The ultra-low mode is found,
+    /// loaded and checked on the first [`AddOns::ultralow`] call instead; so it is for
+    /// [`AddOns::default`], whose other add-ons are absent.
     pub fn bundled(codec: &Codec) -> Result<AddOns> {
         Ok(AddOns {
             realism: first_fitting(realism_paths(), |p| RealismDecoder::load(p, codec))?,
@@ -237,9 +242,20 @@ impl AddOns {
     fn ultralow_mode(&self, codec: &Codec) -> Result<&UltralowMode> {
         if self.ultralow.get().is_none() {
             // A damaged file is an error each time it is asked for, not a cached absence.
-            let _ = self.ultralow.set(UltralowMode::bundled(codec)?);
+            // (Two threads asking first would both load it; one copy is kept.)
+            let _ = self
+                .ultralow
+                .set((codec.id(), UltralowMode::bundled(codec)?));
         }
-        self.ultralow.get().and_then(Option::as_ref).ok_or_else(|| {
+        let (core, mode) = self.ultralow.get().expect("set above");
+        if *core != codec.id() {
+            return Err(MirageError::BadParameter(format!(
+                "these add-ons were loaded for core {}, not {}",
+                id_hex(core),
+                id_hex(&codec.id())
+            )));
+        }
+        mode.as_ref().ok_or_else(|| {
             MirageError::BadParameter(
                 "the ultra-low mode needs models/ultralow.safetensors made for this core and its bundled realism generator (only the current core has one)".into(),
             )
@@ -314,6 +330,8 @@ impl UltralowMode {
         if !path.exists() {
             return Ok(None);
         }
+        let file = DecoderFile::load(&path, ULTRALOW_FORMAT_NAME)?;
+        let wanted = file.text("generator").unwrap_or_default().to_owned();
         for generator_path in realism_paths()
             .into_iter()
             .chain([ultralow_generator_path()])
@@ -322,8 +340,11 @@ impl UltralowMode {
             else {
                 continue;
             };
-            if let Some(mode) = fitting(&path, |p| UltralowCodec::load(p, codec, &generator))? {
-                return Ok(Some(UltralowMode {
+            if id_hex(&generator.id) == wanted {
+                return Ok(fitting(&path, |p| {
+                    UltralowCodec::from_file(file, p, codec, &generator)
+                })?
+                .map(|mode| UltralowMode {
                     codec: mode,
                     generator,
                 }));

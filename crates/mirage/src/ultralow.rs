@@ -114,7 +114,21 @@ impl UltralowCodec {
     /// Loads the mode's model; it must have been made for `codec`'s core, or for an
     /// earlier core whose add-ons `codec` takes, and for `realism`'s generator.
     pub fn load(path: &Path, codec: &Codec, realism: &RealismDecoder) -> Result<UltralowCodec> {
-        let file = DecoderFile::load(path, ULTRALOW_FORMAT_NAME)?;
+        Self::from_file(
+            DecoderFile::load(path, ULTRALOW_FORMAT_NAME)?,
+            path,
+            codec,
+            realism,
+        )
+    }
+
+    /// [`UltralowCodec::load`] of a file already read from `path`.
+    pub fn from_file(
+        file: DecoderFile,
+        path: &Path,
+        codec: &Codec,
+        realism: &RealismDecoder,
+    ) -> Result<UltralowCodec> {
         codec.check_add_on(&file, path)?;
         // Checked before the core below, which may mean hashing the bundled models.
         if file.text("generator") != Some(id_hex(&realism.id).as_str()) {

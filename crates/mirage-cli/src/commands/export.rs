@@ -107,24 +107,7 @@ pub(crate) enum ExportCommand {
 
 pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
     match command {
-        ExportCommand::DecodeOnly { core, out, force } => {
-            let full =
-                std::fs::read(&core).with_context(|| format!("cannot read {}", core.display()))?;
-            let cut = mirage_nn::model_file::decode_only(&full)
-                .with_context(|| core.display().to_string())?;
-            mirage::image_io::write_atomically(&out, &cut, force)?;
-            // Loading it back checks the digest and that it decodes as that core.
-            let codec = Codec::load(&out)?;
-            anyhow::ensure!(codec.id() == mirage_nn::model_file::model_id(&full));
-            println!(
-                "wrote {} ({} bytes, was {}): model {}, decode-only",
-                out.display(),
-                cut.len(),
-                full.len(),
-                id_hex(&codec.id())
-            );
-            Ok(())
-        }
+        ExportCommand::DecodeOnly { core, out, force } => cut_decode_only(&core, &out, force),
         ExportCommand::Extractor {
             run_dir,
             data,
@@ -258,4 +241,61 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `export decode-only`: cuts `core` and checks the cut decodes a test image to the same
+/// pixels as the full core before writing it (atomically, so `out` may be `core`).
+fn cut_decode_only(core: &std::path::Path, out: &std::path::Path, force: bool) -> Result<()> {
+    let full_bytes =
+        std::fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
+    let full = Codec::load(core)?;
+    // Cores something still encodes through must stay whole.
+    if full.id() == Codec::load_default()?.id() {
+        anyhow::bail!(
+            "{} is the bundled core, which encodes; cut an earlier release",
+            core.display()
+        );
+    }
+    let ultralow = mirage::ultralow::default_ultralow_path();
+    if ultralow.exists() {
+        let file = mirage_nn::model_file::DecoderFile::load(
+            &ultralow,
+            mirage_nn::model_file::ULTRALOW_FORMAT_NAME,
+        )?;
+        if file.base_model == id_hex(&full.id()) {
+            anyhow::bail!(
+                "the ultra-low mode ({}) encodes through {}; it must stay whole",
+                ultralow.display(),
+                core.display()
+            );
+        }
+    }
+    let cut = mirage_nn::model_file::decode_only(&full_bytes)
+        .with_context(|| core.display().to_string())?;
+    let check = std::env::temp_dir().join(format!(
+        "mirage-decode-only-{}.safetensors",
+        std::process::id()
+    ));
+    std::fs::write(&check, &cut)?;
+    let loaded = Codec::load(&check);
+    std::fs::remove_file(&check).ok();
+    let decode_only = loaded?;
+    let img = image::RgbImage::from_fn(128, 96, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, ((x + y) % 256) as u8])
+    });
+    let (file, _) = full.compress(&img, mirage::RateTarget::Quality(50.0))?;
+    anyhow::ensure!(
+        decode_only.id() == full.id()
+            && decode_only.decompress(&file)?.0 == full.decompress(&file)?.0,
+        "the cut core does not decode as the full one"
+    );
+    mirage::image_io::write_atomically(out, &cut, force)?;
+    println!(
+        "wrote {} ({} bytes, was {}): model {}, decode-only",
+        out.display(),
+        cut.len(),
+        full_bytes.len(),
+        id_hex(&full.id())
+    );
+    Ok(())
 }

@@ -130,7 +130,7 @@ impl Codec {
         let file = ModelFile::load(path)?;
         let mut vs = VarStore::new(Device::Cpu);
         let net = Hyperprior::new(&vs.root(), file.config, ConvPrecision::F32);
-        file.fill(&vs)?;
+        file.fill_for_decoding(&vs)?;
         // Inference only (the effort refinement differentiates the latent, not these).
         vs.freeze();
         let entropy_model = entropy_model::load(&file, path)?;

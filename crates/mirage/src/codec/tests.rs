@@ -274,4 +274,17 @@ fn a_decode_only_core_decodes_as_the_full_one() {
     std::fs::write(&path, &damaged).unwrap();
     let err = Codec::load(&path).err().expect("a damaged file is refused");
     assert!(err.to_string().contains("damaged"), "{err}");
+    // The header too: the context model switched off in the metadata.
+    let entry = b"\"context\":\"1\"";
+    let at = cut
+        .windows(entry.len())
+        .position(|w| w == entry)
+        .expect("the metadata names the context model");
+    let mut damaged = cut.clone();
+    damaged[at + entry.len() - 2] = b'0';
+    std::fs::write(&path, &damaged).unwrap();
+    let err = Codec::load(&path)
+        .err()
+        .expect("a damaged header is refused");
+    assert!(err.to_string().contains("damaged"), "{err}");
 }
