@@ -595,16 +595,22 @@ fn digest_with_placeholder(bytes: &[u8], header_len: usize, recorded: &str) -> O
     if recorded.len() != DIGEST_PLACEHOLDER.len() {
         return None;
     }
-    let entry = format!("\"{DATA_DIGEST}\":\"{recorded}\"");
-    let header = bytes.get(8..8 + header_len)?;
-    let at = header
-        .windows(entry.len())
-        .position(|w| w == entry.as_bytes())?;
-    // The value starts after `"data_digest":"` and ends before the closing quote.
-    let value = 8 + at + entry.len() - 1 - recorded.len();
+    let value = digest_value_offset(bytes, header_len, recorded)?;
     let mut copy = bytes.to_vec();
     copy[value..value + recorded.len()].copy_from_slice(DIGEST_PLACEHOLDER.as_bytes());
     Some(hex_digest(&copy))
+}
+
+/// Where the [`DATA_DIGEST`] entry's value `value` starts in a file's header, if the
+/// header holds `"data_digest":"<value>"`.
+fn digest_value_offset(bytes: &[u8], header_len: usize, value: &str) -> Option<usize> {
+    let entry = format!("\"{DATA_DIGEST}\":\"{value}\"");
+    let at = bytes
+        .get(8..8 + header_len)?
+        .windows(entry.len())
+        .position(|w| w == entry.as_bytes())?;
+    // After `"data_digest":"`, before the closing quote.
+    Some(8 + at + entry.len() - 1 - value.len())
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -644,12 +650,8 @@ pub fn decode_only(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut cut = safetensors::serialize(kept, &Some(metadata))?;
     let (header_len, _) = SafeTensors::read_metadata(&cut)?;
     let digest = hex_digest(&cut);
-    let entry = format!("\"{DATA_DIGEST}\":\"{DIGEST_PLACEHOLDER}\"");
-    let at = cut[8..8 + header_len]
-        .windows(entry.len())
-        .position(|w| w == entry.as_bytes())
+    let value = digest_value_offset(&cut, header_len, DIGEST_PLACEHOLDER)
         .ok_or_else(|| anyhow::anyhow!("the digest placeholder is not in the header"))?;
-    let value = 8 + at + entry.len() - 1 - DIGEST_PLACEHOLDER.len();
     cut[value..value + digest.len()].copy_from_slice(digest.as_bytes());
     Ok(cut)
 }
