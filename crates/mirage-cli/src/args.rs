@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[command(name = "mirage", version, about = "Mirage: a learned image codec")]
 pub(crate) struct Cli {
     /// Worker threads for the networks (default: all cores). Output does not depend on it.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub(crate) threads: Option<i32>,
     /// Model file (default: the bundled models/hyperprior.safetensors, or $MIRAGE_MODEL).
     #[arg(long, global = true)]

@@ -165,6 +165,127 @@ fn existing_output_is_not_overwritten_without_force() {
 }
 
 #[test]
+fn outputs_are_refused_before_the_work_when_they_would_replace_something() {
+    let dir = tempfile::tempdir().unwrap();
+    // The input itself, even with --force.
+    let copy = dir.path().join("photo.png");
+    std::fs::copy(sample(), &copy).unwrap();
+    let err = fails(&["decode", s(&copy), s(&copy), "--force"]);
+    assert!(err.contains("replace the input"), "{err}");
+    // A .mrg written under an image's name is a typo, not a wish.
+    let err = fails(&["encode", s(&copy), s(&dir.path().join("other.png"))]);
+    assert!(err.contains("image extension"), "{err}");
+    assert!(!dir.path().join("other.png").exists());
+    // roundtrip leaves existing files alone unless told to replace them.
+    let out = dir.path().join("rt");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("photo.decoded.png"), b"user data").unwrap();
+    let err = fails(&["roundtrip", s(&copy), s(&out)]);
+    assert!(err.contains("exists"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("photo.decoded.png")).unwrap(),
+        b"user data"
+    );
+    assert!(!out.join("photo.mrg").exists(), "refused before encoding");
+    let done = mirage(&["roundtrip", s(&copy), s(&out), "--force"], "2");
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(image::open(out.join("photo.decoded.png")).is_ok());
+    // A dangling symbolic link is something there too.
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.mrg");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        let err = fails(&["encode", s(&copy), s(&link)]);
+        assert!(err.contains("exists"), "{err}");
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+}
+
+#[test]
+fn a_folder_whose_files_would_share_an_output_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, enc) = (dir.path().join("src"), dir.path().join("enc"));
+    std::fs::create_dir(&src).unwrap();
+    std::fs::copy(sample(), src.join("a.png")).unwrap();
+    image::open(sample())
+        .unwrap()
+        .save(src.join("a.bmp"))
+        .unwrap();
+    let err = fails(&["encode", s(&src), s(&enc), "--force"]);
+    assert!(err.contains("a.mrg"), "{err}");
+    assert!(!enc.join("a.mrg").exists());
+}
+
+#[test]
+fn tiny_images_roundtrip_and_bad_flags_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.png");
+    image::RgbImage::from_pixel(3, 5, image::Rgb([200, 40, 90]))
+        .save(&tiny)
+        .unwrap();
+    let out = mirage(&["roundtrip", s(&tiny), s(dir.path())], "2");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PSNR") && stdout.contains("n/a"),
+        "{stdout}"
+    );
+    // Zero threads is a usage error (clap's exit status 2), not a panic in libtorch.
+    let zero = mirage(&["info", s(&tiny)], "0");
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(zero.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Flow settings without the flow decoder, and a weight with it, would be ignored.
+    let mrg = dir.path().join("tiny.mrg");
+    let png = dir.path().join("x.png");
+    let err = fails(&["decode", s(&mrg), s(&png), "--steps", "8"]);
+    assert!(err.contains("--decoder flow"), "{err}");
+    let err = fails(&[
+        "decode",
+        s(&mrg),
+        s(&png),
+        "--decoder",
+        "flow",
+        "--realism",
+        "0.5",
+    ]);
+    assert!(err.contains("--realism"), "{err}");
+    assert!(!png.exists());
+}
+
+#[test]
+fn an_image_over_the_pixel_limit_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16384² one-bit pixels: a 32 KB PNG within the side limit, 268 M pixels.
+    let big = dir.path().join("big.png");
+    let file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    let mut png = png::Encoder::new(file, 16384, 16384);
+    png.set_color(png::ColorType::Grayscale);
+    png.set_depth(png::BitDepth::One);
+    let mut writer = png.write_header().unwrap().into_stream_writer().unwrap();
+    let row = vec![0u8; 16384 / 8];
+    for _ in 0..16384 {
+        std::io::Write::write_all(&mut writer, &row).unwrap();
+    }
+    writer.finish().unwrap();
+    // Refused by the reader from the header ("cannot read image"), not by the codec
+    // after a 1.2 GB decode.
+    let err = fails(&["encode", s(&big), s(&dir.path().join("big.mrg"))]);
+    assert!(
+        err.contains("cannot read image") && err.contains("16384x16384"),
+        "{err}"
+    );
+}
+
+#[test]
 fn greyscale_and_alpha_inputs_are_converted_with_a_note() {
     let dir = tempfile::tempdir().unwrap();
     let rgb = image::open(sample()).unwrap();

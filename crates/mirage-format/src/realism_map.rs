@@ -69,12 +69,14 @@ impl RealismMap {
     /// The section bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
         if self.levels.len() != (self.cols as usize) * (self.rows as usize) {
-            return Err(FormatError::InvalidHeader(
-                "realism map size does not match its grid",
+            return Err(FormatError::BadSection(
+                "realism map size does not match its grid".into(),
             ));
         }
         if self.levels.iter().any(|&l| l >= LEVELS) {
-            return Err(FormatError::InvalidHeader("realism map level out of range"));
+            return Err(FormatError::BadSection(
+                "realism map level out of range".into(),
+            ));
         }
         let mut out = vec![0u8; 1 + self.levels.len().div_ceil(4)];
         out[0] = CELL_LOG2;
@@ -91,13 +93,17 @@ impl RealismMap {
         let cells = cols as usize * rows as usize;
         let expected = 1 + cells.div_ceil(4);
         match bytes.first() {
-            None => return Err(FormatError::InvalidHeader("empty realism map")),
+            None => return Err(FormatError::BadSection("empty realism map".into())),
             Some(&CELL_LOG2) => {}
-            Some(_) => return Err(FormatError::InvalidHeader("unsupported realism map cell")),
+            Some(_) => {
+                return Err(FormatError::BadSection(
+                    "unsupported realism map cell".into(),
+                ))
+            }
         }
         if bytes.len() != expected {
-            return Err(FormatError::InvalidHeader(
-                "realism map length does not match the image size",
+            return Err(FormatError::BadSection(
+                "realism map length does not match the image size".into(),
             ));
         }
         let levels: Vec<u8> = (0..cells)
@@ -106,8 +112,8 @@ impl RealismMap {
         // Padding bits must be zero, so each map has exactly one byte representation.
         let used_bits = 2 * (cells % 4);
         if used_bits != 0 && bytes[expected - 1] >> used_bits != 0 {
-            return Err(FormatError::InvalidHeader(
-                "realism map padding bits are set",
+            return Err(FormatError::BadSection(
+                "realism map padding bits are set".into(),
             ));
         }
         Ok(RealismMap { cols, rows, levels })

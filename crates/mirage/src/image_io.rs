@@ -42,6 +42,13 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
         reader.limits(limits);
         Ok(reader)
     };
+    // The side limits above still let through 16384² = 268 M pixels, which the decoder
+    // would allocate (over 1 GB, from a 32 KB PNG) before the codec refused it: check the
+    // pixel count from the header first.
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| unreadable(path, e))?;
+    crate::layout::check_size(width, height).map_err(|e| unreadable(path, e))?;
     let first = reader()?;
     let format = first.format();
     let mut decoder = first.into_decoder().map_err(|e| unreadable(path, e))?;
@@ -64,19 +71,23 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
     let mut notes: Vec<String> = vec![];
     let conversion = match &img {
         DynamicImage::ImageRgb8(_) => None,
-        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLuma16(_) => {
-            Some("greyscale image converted to RGB")
-        }
-        DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => {
+        DynamicImage::ImageLuma8(_) => Some("greyscale image converted to RGB"),
+        DynamicImage::ImageLuma16(_) => Some("16-bit greyscale image converted to 8-bit RGB"),
+        DynamicImage::ImageLumaA8(_) => {
             Some("greyscale image with alpha: alpha dropped, converted to RGB")
         }
-        DynamicImage::ImageRgba8(_) | DynamicImage::ImageRgba32F(_) => {
-            Some("alpha channel dropped (Mirage codes RGB only)")
+        DynamicImage::ImageLumaA16(_) => {
+            Some("16-bit greyscale image with alpha: alpha dropped, converted to 8-bit RGB")
         }
+        DynamicImage::ImageRgba8(_) => Some("alpha channel dropped (Mirage codes RGB only)"),
         DynamicImage::ImageRgba16(_) => {
             Some("16-bit image with alpha: alpha dropped, converted to 8-bit RGB")
         }
+        DynamicImage::ImageRgba32F(_) => {
+            Some("floating-point image with alpha: alpha dropped, converted to 8-bit RGB")
+        }
         DynamicImage::ImageRgb16(_) => Some("16-bit image converted to 8-bit RGB"),
+        DynamicImage::ImageRgb32F(_) => Some("floating-point image converted to 8-bit RGB"),
         _ => Some("converted to 8-bit RGB"),
     };
     notes.extend(conversion.map(String::from));
@@ -122,6 +133,20 @@ fn is_animated(
     }
 }
 
+/// Whether something, even a dangling symbolic link, is at `path` (which
+/// `Path::exists` would deny, and a rename would then replace).
+pub fn occupied(path: &Path) -> bool {
+    path.symlink_metadata().is_ok()
+}
+
+/// The error for an output that is there already and may not be replaced.
+pub fn exists_error(path: &Path) -> MirageError {
+    MirageError::Unwritable {
+        path: path.to_owned(),
+        reason: "file exists (use --force to replace it)".into(),
+    }
+}
+
 /// Writes `bytes` to `path` atomically. Refuses to replace an existing file unless
 /// `overwrite` is set.
 pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
@@ -129,8 +154,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
         path: path.to_owned(),
         reason,
     };
-    if !overwrite && path.exists() {
-        return Err(fail("file exists (use --force to replace it)".into()));
+    if !overwrite && occupied(path) {
+        return Err(exists_error(path));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -149,12 +174,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
             f.write_all(bytes)?;
             f.sync_all()
         })
-        .and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e.to_string()));
+        .and_then(|_| publish(&tmp, path, overwrite));
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists_error(path)),
+        Err(e) => Err(fail(e.to_string())),
+        Ok(()) => Ok(()),
     }
-    Ok(())
+}
+
+/// Puts the finished temporary file at `path`. Without `overwrite`, a hard link does it,
+/// which fails if another process has created `path` since the check above (a rename
+/// would silently replace that file); where the file system has no hard links, the
+/// rename is the fallback.
+fn publish(tmp: &Path, path: &Path, overwrite: bool) -> std::io::Result<()> {
+    if overwrite {
+        return std::fs::rename(tmp, path);
+    }
+    match std::fs::hard_link(tmp, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            if occupied(path) {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(tmp, path)
+        }
+        other => other,
+    }
 }
 
 /// Encodes an image in the format its extension names (PNG, JPEG, WebP, BMP, TIFF,

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use mirage::codec::Codec;
 use mirage::decoders::{suggest_realism, AddOns, Decoder, FlowSettings, Realism};
-use mirage::image_io::{read_image, write_atomically, write_image};
+use mirage::image_io::{exists_error, occupied, read_image, write_atomically, write_image};
 use mirage::ultralow::CaptionUse;
 use mirage::{metrics, progress};
 use mirage_eval::suite;
@@ -46,15 +46,16 @@ pub(crate) enum CodecCommand {
         /// the MSE decode refined by the rectified flow.
         #[arg(long, value_enum, default_value = "default")]
         decoder: DecoderChoice,
-        /// Euler steps of the flow decoder (1–16).
-        #[arg(long, default_value_t = 4)]
-        steps: usize,
-        /// Seed of the flow decoder's noise (same seed, same pixels).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Scale of the flow decoder's source noise, 0–1: lower invents less detail.
-        #[arg(long, default_value_t = mirage::decoders::DEFAULT_FLOW_TEMPERATURE)]
-        temperature: f32,
+        /// Euler steps of the flow decoder (1–16) [default: 4].
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Seed of the flow decoder's noise (same seed, same pixels) [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Scale of the flow decoder's source noise, 0–1: lower invents less detail
+        /// [default: 0.6].
+        #[arg(long)]
+        temperature: Option<f32>,
         /// Ultra-low files: decode as if the file had no caption (the caption is
         /// still printed).
         #[arg(long)]
@@ -83,6 +84,9 @@ pub(crate) enum CodecCommand {
         realism: Realism,
         #[command(flatten)]
         mode: ModeArgs,
+        /// Replace the .mrg and .decoded.png already in the folder.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -96,6 +100,12 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             mode,
             force,
         } => {
+            if !input.is_dir() && has_image_extension(&output) {
+                bail!(
+                    "{}: an image extension for a .mrg file; name it .mrg (to decode, use `mirage decode`)",
+                    output.display()
+                );
+            }
             let (codec, add_ons) = load_codec(models)?;
             let job = Job {
                 codec: &codec,
@@ -107,10 +117,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             for_each_file(
                 &input,
                 &output,
-                &[
-                    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
-                ],
+                IMAGE_EXTENSIONS,
                 "mrg",
+                force,
                 |src, dst| job.encode(src, dst, force).map(|_| ()),
             )
         }
@@ -125,13 +134,29 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             ignore_caption,
             force,
         } => {
+            let flow_settings = FlowSettings {
+                steps: steps.unwrap_or(4),
+                seed: seed.unwrap_or(0),
+                temperature: temperature.unwrap_or(mirage::decoders::DEFAULT_FLOW_TEMPERATURE),
+            };
+            match decoder {
+                DecoderChoice::Default
+                    if steps.is_some() || seed.is_some() || temperature.is_some() =>
+                {
+                    bail!("--steps, --seed and --temperature are for the flow decoder (--decoder flow)")
+                }
+                DecoderChoice::Flow if realism != Realism::Auto => {
+                    bail!("--realism is for the default decoder; the flow decoder has no weight")
+                }
+                _ => {}
+            }
             let (codec, add_ons) = load_codec(models)?;
             let caption_use = if ignore_caption {
                 CaptionUse::Ignore
             } else {
                 CaptionUse::FromFile
             };
-            for_each_file(&input, &output, &["mrg"], "png", |src, dst| {
+            for_each_file(&input, &output, &["mrg"], "png", force, |src, dst| {
                 let bytes =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
                 if mirage::ultralow::is_ultralow(&bytes)
@@ -154,14 +179,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 }
                 let decoder = match decoder {
                     DecoderChoice::Default => add_ons.decoder_for(&bytes, realism),
-                    DecoderChoice::Flow => add_ons.flow().map(|flow| {
-                        let settings = FlowSettings {
-                            steps,
-                            seed,
-                            temperature,
-                        };
-                        Decoder::Flow(flow, settings)
-                    }),
+                    DecoderChoice::Flow => add_ons
+                        .flow()
+                        .map(|flow| Decoder::Flow(flow, flow_settings)),
                 };
                 let (img, _) = decoder
                     .and_then(|d| d.decompress(&codec, &bytes))
@@ -201,10 +221,8 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             rate,
             realism,
             mode,
+            force,
         } => {
-            let (codec, add_ons) = load_codec(models)?;
-            std::fs::create_dir_all(&out_dir)
-                .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let stem = input
                 .file_stem()
                 .unwrap_or_default()
@@ -212,6 +230,12 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 .to_string();
             let mrg = out_dir.join(format!("{stem}.mrg"));
             let png = out_dir.join(format!("{stem}.decoded.png"));
+            for output in [&mrg, &png] {
+                refuse_to_replace(&input, output, force)?;
+            }
+            let (codec, add_ons) = load_codec(models)?;
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
             // `auto` is the whole ConHa path when the predictor is there: the encoder
             // writes its realism map and the decoder follows it.
             let encode_realism = match realism {
@@ -227,22 +251,27 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 realism: encode_realism,
                 mode: &mode,
             };
-            let original = job.encode(&input, &mrg, true)?;
+            let original = job.encode(&input, &mrg, force)?;
             let bytes = std::fs::read(&mrg)?;
             let (decoded, _, caption) =
                 add_ons.decompress_any(&codec, &bytes, realism, CaptionUse::FromFile)?;
             if let Some(caption) = caption {
                 println!("caption: {caption}");
             }
-            write_image(&decoded, &png, true)?;
+            write_image(&decoded, &png, force)?;
             let pixels = (original.width() * original.height()) as f64;
+            // SSIMULACRA2 needs 8×8 pixels; a smaller image still gets its other figures.
+            let ssimulacra2 = if original.width().min(original.height()) >= 8 {
+                format!("{:.2}", metrics::ssimulacra2(&original, &decoded)?)
+            } else {
+                "n/a (under 8×8 pixels)".to_string()
+            };
             println!(
-                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {:.2}\n  wrote {} and {}",
+                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {ssimulacra2}\n  wrote {} and {}",
                 input.display(),
                 bytes.len(),
                 bytes.len() as f64 * 8.0 / pixels,
                 metrics::psnr(&original, &decoded)?,
-                metrics::ssimulacra2(&original, &decoded)?,
                 mrg.display(),
                 png.display()
             );
@@ -322,30 +351,81 @@ impl Job<'_> {
     }
 }
 
+/// The image files `encode` reads from a folder.
+const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "ppm", "pnm", "gif",
+];
+
+fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Refuses, before any work, an output that is the input itself (even with `--force`:
+/// that would replace the user's file with its own transcoding) or that exists
+/// without `--force`.
+fn refuse_to_replace(input: &Path, output: &Path, force: bool) -> Result<()> {
+    let same = match (input.canonicalize(), output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!("{}: the output would replace the input", output.display());
+    }
+    if !force && occupied(output) {
+        return Err(exists_error(output).into());
+    }
+    Ok(())
+}
+
 /// Runs `job` on one file, or on every file with one of `extensions` in a folder
-/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar.
+/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar. Outputs
+/// that exist (without `force`) or that two inputs would share are refused before
+/// any work is done.
 fn for_each_file(
     input: &Path,
     output: &Path,
     extensions: &[&str],
     out_ext: &str,
+    force: bool,
     mut job: impl FnMut(&Path, &Path) -> Result<()>,
 ) -> Result<()> {
     if !input.is_dir() {
+        refuse_to_replace(input, output, force)?;
         return job(input, output);
     }
     let files = suite::files_with_extensions(input, extensions)?;
     if files.is_empty() {
         bail!("no {} files in {}", extensions.join("/"), input.display());
     }
+    let outputs: Vec<PathBuf> = files
+        .iter()
+        .map(|src| {
+            let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+            output.join(format!("{stem}.{out_ext}"))
+        })
+        .collect();
+    // a.png and a.bmp would both become a.mrg; compared without case, for file
+    // systems that ignore it.
+    let mut seen = std::collections::HashMap::new();
+    for (src, dst) in files.iter().zip(&outputs) {
+        let key = dst.to_string_lossy().to_lowercase();
+        if let Some(other) = seen.insert(key, src) {
+            bail!(
+                "{} and {} would both be written to {}; rename one of them",
+                other.display(),
+                src.display(),
+                dst.display()
+            );
+        }
+    }
     std::fs::create_dir_all(output)
         .with_context(|| format!("cannot create {}", output.display()))?;
     let bar = progress::bar(files.len() as u64, "files");
     let mut failures = 0;
-    for src in &files {
-        let stem = src.file_stem().unwrap_or_default().to_string_lossy();
-        let dst = output.join(format!("{stem}.{out_ext}"));
-        if let Err(e) = job(src, &dst) {
+    for (src, dst) in files.iter().zip(&outputs) {
+        if let Err(e) = refuse_to_replace(src, dst, force).and_then(|_| job(src, dst)) {
             bar.suspend(|| eprintln!("mirage: {e:#}"));
             failures += 1;
         }
