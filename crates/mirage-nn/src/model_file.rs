@@ -1,5 +1,5 @@
-//! The shipped model file: one safetensors file holding the networks' weights (f16),
-//! the gain tables (f32) and the hyper-latent's integer CDF tables, with the
+//! The shipped model file: one safetensors file holding the networks' weights and the
+//! gain tables (f16) and the hyper-latent's integer CDF tables, with the
 //! architecture in its metadata.
 //!
 //! The file's SHA-256 (first 8 bytes) is the model identifier written into every
@@ -30,8 +30,9 @@ pub const TAKES_ADD_ONS_OF: &str = "takes_add_ons_of";
 /// Metadata of a decode-only core: the id (hex) of the full core it was cut from, which
 /// is the id that core's files carry.
 pub const DECODE_ONLY_OF: &str = "decode_only_of";
-/// Metadata of a decode-only core: the SHA-256 (hex) of its tensor data. It stands in
-/// for the file hash that is a full core's id, so a damaged file is still refused.
+/// Metadata of a decode-only core: the SHA-256 (hex) of the whole file, taken with this
+/// value set to 64 `'0'`s. It stands in for the file hash that is a full core's id, so a
+/// damaged header or damaged weights are still refused.
 pub const DATA_DIGEST: &str = "data_digest";
 
 /// The tensors only the encoder uses: the analysis transforms and the gains applied
