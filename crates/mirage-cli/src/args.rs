@@ -28,18 +28,18 @@ pub(crate) struct Cli {
 #[derive(Args)]
 pub(crate) struct Rate {
     /// Quality 0–100 (continuous rate setting). Default 50.
-    #[arg(long, conflicts_with_all = ["bpp", "target_size"])]
+    #[arg(long, conflicts_with_all = ["bpp", "target_size"], value_parser = parse_quality)]
     pub(crate) quality: Option<f64>,
     /// Target bits per pixel: the largest file at or under it.
-    #[arg(long, conflicts_with = "target_size")]
+    #[arg(long, conflicts_with = "target_size", value_parser = parse_bpp)]
     pub(crate) bpp: Option<f64>,
     /// Target file size in bytes: the largest file at or under it.
-    #[arg(long)]
-    pub(crate) target_size: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) target_size: Option<u64>,
     /// Encoder effort 0–3: higher refines the latent for this image (slower encode,
     /// smaller file for the same quality; the decoder is unchanged). 0 is the fast
     /// encoder.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
     pub(crate) effort: u8,
 }
 
@@ -47,9 +47,28 @@ impl Rate {
     pub(crate) fn target(&self) -> RateTarget {
         match (self.quality, self.bpp, self.target_size) {
             (_, Some(b), _) => RateTarget::Bpp(b),
-            (_, _, Some(n)) => RateTarget::Bytes(n),
+            (_, _, Some(n)) => RateTarget::Bytes(usize::try_from(n).unwrap_or(usize::MAX)),
             (q, _, _) => RateTarget::Quality(q.unwrap_or(50.0)),
         }
+    }
+}
+
+/// `--quality`: a number from 0 to 100. Checked here so that a typo fails before the
+/// models load.
+fn parse_quality(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(q) if (0.0..=100.0).contains(&q) => Ok(q),
+        _ => Err(format!("expected a number from 0 to 100, not `{s}`")),
+    }
+}
+
+/// `--bpp`: a positive, finite number of bits per pixel.
+fn parse_bpp(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if b.is_finite() && b > 0.0 => Ok(b),
+        _ => Err(format!(
+            "expected a positive number of bits per pixel, not `{s}`"
+        )),
     }
 }
 

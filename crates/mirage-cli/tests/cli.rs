@@ -243,6 +243,27 @@ fn tiny_images_roundtrip_and_bad_flags_are_refused() {
     let err = String::from_utf8_lossy(&zero.stderr);
     assert_eq!(zero.status.code(), Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // Out-of-range rate flags are usage errors too, found before the models load.
+    for flags in [
+        ["--quality", "101"],
+        ["--quality", "nan"],
+        ["--bpp", "0"],
+        ["--bpp", "inf"],
+        ["--target-size", "0"],
+        ["--effort", "4"],
+    ] {
+        let bad = mirage(
+            &[
+                &["encode", s(&tiny), s(&dir.path().join("bad.mrg"))][..],
+                &flags[..],
+            ]
+            .concat(),
+            "2",
+        );
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains("invalid value"), "{flags:?}: {err}");
+    }
     // Flow settings without the flow decoder, and a weight with it, would be ignored.
     let mrg = dir.path().join("tiny.mrg");
     let png = dir.path().join("x.png");
