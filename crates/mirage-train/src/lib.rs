@@ -270,6 +270,7 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 1.0
             }
         });
+        model.project_gdn_parameters();
 
         let loss_v = loss.double_value(&[]);
         if !loss_v.is_finite() {

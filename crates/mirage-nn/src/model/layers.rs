@@ -172,6 +172,16 @@ pub struct Gdn {
 
 const PEDESTAL: f64 = 1.0 / (1u64 << 36) as f64;
 
+/// The lower bound of the stored (square-root) β, so that β ≥ 1e-6.
+fn beta_bound() -> f64 {
+    (1e-6 + PEDESTAL).sqrt()
+}
+
+/// The lower bound of the stored (square-root) γ, so that γ ≥ 0.
+fn gamma_bound() -> f64 {
+    PEDESTAL.sqrt()
+}
+
 impl Gdn {
     pub fn new(p: nn::Path, channels: i64, inverse: bool) -> Gdn {
         let beta = p.var(
@@ -197,10 +207,25 @@ impl Gdn {
         }
     }
 
+    /// Puts β and γ back on their lower bounds wherever an optimizer step took them
+    /// below. `forward` clamps them there anyway, so no output changes; but `clamp_min`
+    /// passes no gradient below its bound, so a parameter left there would stay there
+    /// for good. Without this, training had switched off most of the GDN terms (in the
+    /// seventh core release only 14 of 96 diagonal γ of the first inverse GDN were above
+    /// the bound), and with them most of the transforms' nonlinearity. On the bound, the
+    /// gradient passes again (`clamp_min` lets it through at equality), so a term the
+    /// loss wants can grow back. Trainers call it after every optimizer step.
+    pub fn project_to_bounds(&self) {
+        tch::no_grad(|| {
+            let _ = self.beta.shallow_clone().clamp_min_(beta_bound());
+            let _ = self.gamma.shallow_clone().clamp_min_(gamma_bound());
+        });
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let c = self.beta.size()[0];
-        let beta = self.beta.clamp_min((1e-6 + PEDESTAL).sqrt()).square() - PEDESTAL;
-        let gamma = self.gamma.clamp_min(PEDESTAL.sqrt()).square() - PEDESTAL;
+        let beta = self.beta.clamp_min(beta_bound()).square() - PEDESTAL;
+        let gamma = self.gamma.clamp_min(gamma_bound()).square() - PEDESTAL;
         let norm = x.square().conv2d(
             &gamma.view([c, c, 1, 1]),
             Some(&beta),
@@ -214,5 +239,40 @@ impl Gdn {
         } else {
             x * norm.rsqrt()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A γ pushed below its bound is dead under `clamp_min` (no gradient ever reaches
+    /// it again); put back on the bound it changes no output and takes gradients again.
+    #[test]
+    fn a_gdn_term_below_its_bound_is_revived_by_the_projection() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let gdn = Gdn::new(vs.root() / "gdn", 2, false);
+        let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25]).view([1, 2, 2, 1]);
+        tch::no_grad(|| {
+            // An off-diagonal term an optimizer step took below the bound.
+            let _ = gdn.gamma.get(0).get(1).fill_(-0.01);
+        });
+        let before = gdn.forward(&x);
+        let push_up = |gdn: &Gdn| {
+            // A loss that wants the term larger: its gradient is negative.
+            let loss = -gdn.forward(&x).sum(Kind::Float);
+            gdn.gamma.shallow_clone().zero_grad();
+            loss.backward();
+            gdn.gamma.grad().get(0).get(1).double_value(&[])
+        };
+        assert_eq!(push_up(&gdn), 0.0, "below the bound no gradient arrives");
+        gdn.project_to_bounds();
+        assert_eq!(
+            gdn.gamma.get(0).get(1).double_value(&[]),
+            gamma_bound() as f32 as f64
+        );
+        let after = gdn.forward(&x);
+        assert_eq!(f64::try_from((&after - &before).abs().max()).unwrap(), 0.0);
+        assert!(push_up(&gdn) != 0.0, "on the bound the gradient passes");
     }
 }
