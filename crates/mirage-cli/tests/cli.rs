@@ -384,8 +384,8 @@ fn symbols_are_identical_under_other_instruction_sets() {
 fn a_file_of_an_earlier_core_names_the_model_it_needs() {
     let releases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/releases");
     let recorded = std::fs::read_to_string(releases.join("symbols.txt")).unwrap();
-    // The same for v1 and for the earlier releases of core v2 (models/v2.0 to v2.5).
-    for name in ["v1", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5"] {
+    // The same for v1 and for the earlier releases of core v2 (models/v2.0 to v2.6).
+    for name in ["v1", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));

@@ -89,7 +89,8 @@ impl Default for FlowSettings {
 }
 
 impl FlowSettings {
-    pub(crate) fn check(&self) -> Result<()> {
+    /// Refuses steps outside [`FLOW_STEPS`] and a temperature outside [0, 1].
+    pub fn check(&self) -> Result<()> {
         if !FLOW_STEPS.contains(&self.steps) {
             return Err(MirageError::BadParameter(format!(
                 "flow steps must be from {} to {}, not {}",

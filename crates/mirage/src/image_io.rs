@@ -3,8 +3,9 @@
 //! Inputs are converted to 8-bit RGB with a note saying what was done (alpha, grey or
 //! 16-bit precision dropped, an EXIF orientation applied, an ICC profile dropped, the
 //! frames after an animation's first), never silently. Outputs are written through a temporary
-//! file in the same folder and renamed into place, so a failure never leaves a partial
-//! file, and an existing file is only replaced when the caller allows it.
+//! file in the same folder and then linked (or, when replacing is allowed, renamed) into
+//! place, so a failure never leaves a partial file, and an existing file is only replaced
+//! when the caller allows it.
 
 use crate::error::{MirageError, Result};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
@@ -42,16 +43,14 @@ pub fn read_image(path: &Path) -> Result<LoadedImage> {
         reader.limits(limits);
         Ok(reader)
     };
-    // The side limits above still let through 16384² = 268 M pixels, which the decoder
-    // would allocate (over 1 GB, from a 32 KB PNG) before the codec refused it: check the
-    // pixel count from the header first.
-    let (width, height) = reader()?
-        .into_dimensions()
-        .map_err(|e| unreadable(path, e))?;
-    crate::layout::check_size(width, height).map_err(|e| unreadable(path, e))?;
     let first = reader()?;
     let format = first.format();
     let mut decoder = first.into_decoder().map_err(|e| unreadable(path, e))?;
+    // The side limits above still let through 16384² = 268 M pixels, which the decoder
+    // would allocate (over 1 GB, from a 32 KB PNG) before the codec refused it: check the
+    // pixel count from the header first.
+    let (width, height) = decoder.dimensions();
+    crate::layout::check_size(width, height).map_err(|e| unreadable(path, e))?;
     // A camera's JPEG is often stored sideways with an EXIF orientation tag: the picture
     // the user sees is the one with the orientation applied.
     let orientation = decoder
@@ -177,7 +176,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()
         .and_then(|_| publish(&tmp, path, overwrite));
     let _ = std::fs::remove_file(&tmp);
     match result {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists_error(path)),
+        Err(e) if !overwrite && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(exists_error(path))
+        }
         Err(e) => Err(fail(e.to_string())),
         Ok(()) => Ok(()),
     }

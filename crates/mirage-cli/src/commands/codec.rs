@@ -46,14 +46,14 @@ pub(crate) enum CodecCommand {
         /// the MSE decode refined by the rectified flow.
         #[arg(long, value_enum, default_value = "default")]
         decoder: DecoderChoice,
-        /// Euler steps of the flow decoder (1–16) [default: 4].
+        /// Euler steps of the flow decoder (1–16; default 4).
         #[arg(long)]
         steps: Option<usize>,
-        /// Seed of the flow decoder's noise (same seed, same pixels) [default: 0].
+        /// Seed of the flow decoder's noise (same seed, same pixels; default 0).
         #[arg(long)]
         seed: Option<u64>,
         /// Scale of the flow decoder's source noise, 0–1: lower invents less detail
-        /// [default: 0.6].
+        /// (default 0.6).
         #[arg(long)]
         temperature: Option<f32>,
         /// Ultra-low files: decode as if the file had no caption (the caption is
@@ -106,6 +106,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                     output.display()
                 );
             }
+            if !input.is_dir() {
+                refuse_to_replace(&input, &output, force)?;
+            }
             let (codec, add_ons) = load_codec(models)?;
             let job = Job {
                 codec: &codec,
@@ -134,11 +137,13 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             ignore_caption,
             force,
         } => {
+            let defaults = FlowSettings::default();
             let flow_settings = FlowSettings {
-                steps: steps.unwrap_or(4),
-                seed: seed.unwrap_or(0),
-                temperature: temperature.unwrap_or(mirage::decoders::DEFAULT_FLOW_TEMPERATURE),
+                steps: steps.unwrap_or(defaults.steps),
+                seed: seed.unwrap_or(defaults.seed),
+                temperature: temperature.unwrap_or(defaults.temperature),
             };
+            flow_settings.check()?;
             match decoder {
                 DecoderChoice::Default
                     if steps.is_some() || seed.is_some() || temperature.is_some() =>
@@ -149,6 +154,9 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                     bail!("--realism is for the default decoder; the flow decoder has no weight")
                 }
                 _ => {}
+            }
+            if !input.is_dir() {
+                refuse_to_replace(&input, &output, force)?;
             }
             let (codec, add_ons) = load_codec(models)?;
             let caption_use = if ignore_caption {
@@ -380,9 +388,10 @@ fn refuse_to_replace(input: &Path, output: &Path, force: bool) -> Result<()> {
 }
 
 /// Runs `job` on one file, or on every file with one of `extensions` in a folder
-/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar. Outputs
-/// that exist (without `force`) or that two inputs would share are refused before
-/// any work is done.
+/// (writing `<stem>.<out_ext>` into the output folder), with a progress bar. A folder in
+/// which two inputs would share an output is refused before any work; an output that
+/// exists (without `force`) is refused before its own file's work, and counts as that
+/// file's failure.
 fn for_each_file(
     input: &Path,
     output: &Path,
@@ -406,14 +415,14 @@ fn for_each_file(
             output.join(format!("{stem}.{out_ext}"))
         })
         .collect();
-    // a.png and a.bmp would both become a.mrg; compared without case, for file
-    // systems that ignore it.
+    // a.png and a.bmp would both become a.mrg. Compared without case, so that a folder
+    // behaves the same on file systems that ignore it (A.png and a.png are refused too).
     let mut seen = std::collections::HashMap::new();
     for (src, dst) in files.iter().zip(&outputs) {
         let key = dst.to_string_lossy().to_lowercase();
         if let Some(other) = seen.insert(key, src) {
             bail!(
-                "{} and {} would both be written to {}; rename one of them",
+                "{} and {} would both be written to {} (names are compared without case); rename one",
                 other.display(),
                 src.display(),
                 dst.display()

@@ -211,8 +211,8 @@ impl Gdn {
     /// below. `forward` clamps them there anyway, so no output changes; but `clamp_min`
     /// passes no gradient below its bound, so a parameter left there would stay there
     /// for good. Without this, training had switched off most of the GDN terms (in the
-    /// seventh core release only 14 of 96 diagonal γ of the first inverse GDN were above
-    /// the bound), and with them most of the transforms' nonlinearity. On the bound, the
+    /// seventh core release only 17 of 96 diagonal γ of the first inverse GDN were above
+    /// the bound; 82 in v1), and with them most of the transforms' nonlinearity. On the bound, the
     /// gradient passes again (`clamp_min` lets it through at equality), so a term the
     /// loss wants can grow back. Trainers call it after every optimizer step.
     pub fn project_to_bounds(&self) {

@@ -295,9 +295,6 @@ impl Hyperprior {
         y_hat * self.inverse_gain(rate)
     }
 
-    /// The training forward pass: additive uniform noise stands in for quantization in
-    /// the rate terms; the synthesis sees the rounded latent through a straight-through
-    /// estimator, as the decoder will (Minnen & Singh 2020, "mixed" quantization).
     /// Puts every GDN parameter that an optimizer step took below its bound back on it
     /// ([`Gdn::project_to_bounds`]); call it after each step.
     pub fn project_gdn_parameters(&self) {
@@ -306,6 +303,9 @@ impl Hyperprior {
         }
     }
 
+    /// The training forward pass: additive uniform noise stands in for quantization in
+    /// the rate terms; the synthesis sees the rounded latent through a straight-through
+    /// estimator, as the decoder will (Minnen & Singh 2020, "mixed" quantization).
     pub fn forward_train(&self, x: &Tensor, rate: &Tensor) -> RdOutput {
         let y = self.analysis(x) * self.gain(rate);
         let z = self.hyper_analysis(&y) * Self::interpolate(&self.hyper_gain, rate);

@@ -12,7 +12,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// Earlier releases of the current core, kept so that the files they made still decode
 /// (`--model PATH`; the wrong-model error names the one a file needs).
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5"]
+    ["v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
