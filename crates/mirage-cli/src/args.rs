@@ -156,6 +156,15 @@ pub(crate) enum Precision {
     Bf16,
 }
 
+/// How the core's training crops are drawn (`mirage_train::data::CropSampling`).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum CropChoice {
+    /// Every photo equally often, at its own scale.
+    PerPhoto,
+    /// Photos in proportion to their area, at a random scale down to --min-scale.
+    ByArea,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     #[command(flatten)]

@@ -264,6 +264,25 @@ fn tiny_images_roundtrip_and_bad_flags_are_refused() {
         assert_eq!(bad.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.contains("invalid value"), "{flags:?}: {err}");
     }
+    // A training crop scale outside (0, 1] is refused before any photo loads.
+    for scale in ["0", "1.5", "nan"] {
+        let run_dir = dir.path().join("run");
+        let bad = mirage(
+            &[
+                "train",
+                "core",
+                "--run-dir",
+                s(&run_dir),
+                "--min-scale",
+                scale,
+            ],
+            "2",
+        );
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(2), "{scale}: {err}");
+        assert!(err.contains("invalid value"), "{scale}: {err}");
+        assert!(!run_dir.exists());
+    }
     // Flow settings without the flow decoder, and a weight with it, would be ignored.
     let mrg = dir.path().join("tiny.mrg");
     let png = dir.path().join("x.png");

@@ -29,7 +29,7 @@ use mirage_nn::{model, model_file};
 use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
 use adam::Adam;
 use anyhow::{Context, Result};
-use data::{mse_per_image, Dataset};
+use data::{mse_per_image, CropSampling, Dataset};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,6 +44,8 @@ pub struct TrainOptions {
     pub steps: i64,
     pub batch: usize,
     pub crop: u32,
+    /// How crops are drawn from the photos.
+    pub sampling: CropSampling,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
     pub decay_steps: i64,
@@ -183,9 +185,10 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     );
     let data = Dataset::load(&o.data, o.crop.max(256))?;
     eprintln!(
-        "{} training and {} validation images",
+        "{} training and {} validation images, crops {:?}",
         data.train.len(),
-        data.validation.len()
+        data.validation.len(),
+        o.sampling
     );
     let validation = data.validation_crops(256);
 
@@ -247,7 +250,7 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         (0.0, 0.0, 0.0, 0);
     while adam.step < o.steps {
         let step = adam.step;
-        let x = data.batch(&mut rng, o.batch, o.crop);
+        let x = data.batch_sampled(&mut rng, o.batch, o.crop, o.sampling);
         let rates: Vec<f32> = (0..o.batch)
             .map(|_| rng.gen_range(0.0..(LEVELS - 1) as f32))
             .collect();

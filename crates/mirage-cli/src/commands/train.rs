@@ -8,6 +8,7 @@ use mirage::codec::{default_model_path, default_realism_path};
 use mirage_nn::model::realism::RealismConfig;
 use mirage_nn::model::{layers::ConvPrecision, ModelConfig};
 use mirage_realism_measure::train::{train_extractor, ExtractorTrainOptions};
+use mirage_train::data::CropSampling;
 use mirage_train::realism::RealismTrainOptions;
 use mirage_train::{train, TrainOptions};
 use std::path::PathBuf;
@@ -26,6 +27,12 @@ pub(crate) enum TrainCommand {
         batch: usize,
         #[arg(long, default_value_t = 128)]
         crop: u32,
+        /// How crops are drawn from the photos.
+        #[arg(long, value_enum, default_value = "per-photo")]
+        crops: CropChoice,
+        /// With --crops by-area, the smallest scale a crop is taken at.
+        #[arg(long, default_value_t = 0.5, value_parser = parse_min_scale)]
+        min_scale: f32,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -335,6 +342,8 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             steps,
             batch,
             crop,
+            crops,
+            min_scale,
             lr,
             decay_steps,
             n,
@@ -352,6 +361,10 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             steps,
             batch,
             crop,
+            sampling: match crops {
+                CropChoice::PerPhoto => CropSampling::PerPhoto,
+                CropChoice::ByArea => CropSampling::ByArea { min_scale },
+            },
             lr,
             decay_steps,
             config: ModelConfig { n, m, context },
@@ -496,5 +509,14 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             validate_every,
             seed,
         }),
+    }
+}
+
+/// `--min-scale`: a scale in (0, 1].
+fn parse_min_scale(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not in (0, 1]")),
+        Err(e) => Err(e.to_string()),
     }
 }
