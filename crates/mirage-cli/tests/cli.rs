@@ -396,39 +396,24 @@ fn symbols_are_identical_under_other_instruction_sets() {
 }
 
 /// A file made by an earlier core (v1, kept in models/v1 for its decoder add-ons, and
-/// each earlier release of core v2) is refused by the current core with the way to
-/// decode it, and decodes with that model to the symbols recorded when it was made.
-/// Releases kept decode-only also refuse to encode, with a clear message.
+/// each earlier release of core v2 still bundled) is refused by the current core with
+/// the way to decode it, and decodes with that model to the symbols recorded when it was
+/// made. Releases kept decode-only also refuse to encode, with a clear message.
 #[test]
 fn a_file_of_an_earlier_core_names_the_model_it_needs() {
-    let releases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/releases");
-    let recorded = std::fs::read_to_string(releases.join("symbols.txt")).unwrap();
-    // The same for v1 and for the earlier releases of core v2 (models/v2.0 to v2.6).
-    for name in ["v1", "v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6"] {
+    // The earlier releases still in models/ (codec::paths::earlier_model_paths).
+    for name in ["v1", "v2.3", "v2.5", "v2.6"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));
-        let mrg = releases.join(format!("{name}.mrg"));
-        let err = fails(&["decode", s(&mrg), s(&dir.path().join("x.png"))]);
+        let err = fails(&[
+            "decode",
+            s(&release_file(name)),
+            s(&dir.path().join("x.png")),
+        ]);
         let hint = format!("--model models/{name}/hyperprior.safetensors");
         assert!(err.contains(&hint), "{err}");
-        let png = dir.path().join("old.png");
-        let out = mirage(&["--model", s(&model), "decode", s(&mrg), s(&png)], "2");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let decoded = image::open(&png).unwrap().to_rgb8();
-        let original = image::open(sample()).unwrap().to_rgb8();
-        assert!(psnr(&decoded, &original) > 25.0, "{name}");
-        let out = mirage(&["--model", s(&model), "info", "--symbols", s(&mrg)], "2");
-        let text = String::from_utf8(out.stdout).unwrap();
-        for kind in ["symbols:", "tables:"] {
-            let now = text.lines().find(|l| l.starts_with(kind)).unwrap();
-            let then = format!("{name} {kind} {}", now[kind.len()..].trim());
-            assert!(recorded.lines().any(|l| l == then), "{then}");
-        }
+        decodes_as_recorded(name, &model);
         // v1 and v2.3 (which the ultra-low mode encodes through) are kept whole.
         let encode = mirage(
             &[
@@ -446,6 +431,83 @@ fn a_file_of_an_earlier_core_names_the_model_it_needs() {
             let err = String::from_utf8_lossy(&encode.stderr);
             assert!(err.contains("decode-only"), "{name}: {err}");
         }
+    }
+}
+
+/// A file of a release retired from models/ (codec::paths::RETIRED_CORES) is refused
+/// with a git command that gets its model back; in a clone with history, that command
+/// is run and the model it gives decodes the file to the recorded symbols.
+#[test]
+fn a_file_of_a_retired_core_says_how_to_get_its_model_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let has_history = root.join(".git").exists();
+    for name in ["v2.0", "v2.1", "v2.2", "v2.4"] {
+        assert!(
+            !root.join(format!("models/{name}")).exists(),
+            "{name} is still bundled"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let err = fails(&[
+            "decode",
+            s(&release_file(name)),
+            s(&dir.path().join("x.png")),
+        ]);
+        assert!(
+            err.contains(&format!("core release {name}, no longer bundled")),
+            "{err}"
+        );
+        let command = err.split('`').nth(1).expect("a command in backticks");
+        let object = command
+            .strip_prefix("git show ")
+            .and_then(|c| c.split(' ').next())
+            .unwrap_or_else(|| panic!("{command}"));
+        assert!(object.ends_with(&format!(":models/{name}/hyperprior.safetensors")));
+        if !has_history {
+            eprintln!("no .git: the model of {name} is not fetched back");
+            continue;
+        }
+        let shown = Command::new("git")
+            .args(["-C", s(&root), "show", object])
+            .output()
+            .expect("git runs");
+        assert!(
+            shown.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
+        let model = dir.path().join(format!("{name}.safetensors"));
+        std::fs::write(&model, shown.stdout).unwrap();
+        decodes_as_recorded(name, &model);
+    }
+}
+
+fn release_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/releases/{name}.mrg"))
+}
+
+/// Decodes release `name`'s file with `model`: a good image, and the symbols and
+/// tables recorded in tests/data/releases/symbols.txt when the file was made.
+fn decodes_as_recorded(name: &str, model: &Path) {
+    let releases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/releases");
+    let recorded = std::fs::read_to_string(releases.join("symbols.txt")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = release_file(name);
+    let png = dir.path().join("old.png");
+    let out = mirage(&["--model", s(model), "decode", s(&mrg), s(&png)], "2");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = image::open(&png).unwrap().to_rgb8();
+    let original = image::open(sample()).unwrap().to_rgb8();
+    assert!(psnr(&decoded, &original) > 25.0, "{name}");
+    let out = mirage(&["--model", s(model), "info", "--symbols", s(&mrg)], "2");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for kind in ["symbols:", "tables:"] {
+        let now = text.lines().find(|l| l.starts_with(kind)).unwrap();
+        let then = format!("{name} {kind} {}", now[kind.len()..].trim());
+        assert!(recorded.lines().any(|l| l == then), "{then}");
     }
 }
 

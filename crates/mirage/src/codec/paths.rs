@@ -10,9 +10,11 @@ pub fn v1_model_path() -> std::path::PathBuf {
 }
 
 /// Earlier releases of the current core, kept so that the files they made still decode
-/// (`--model PATH`; the wrong-model error names the one a file needs).
+/// (`--model PATH`; the wrong-model error names the one a file needs): the fourth
+/// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
+/// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.0", "v2.1", "v2.2", "v2.3", "v2.4", "v2.5", "v2.6"]
+    ["v2.3", "v2.5", "v2.6"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -20,6 +22,54 @@ pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// A release of the core that `models/` no longer holds. Each release adds 5.7 MB, so
+/// only the latest two earlier releases stay (plus those an add-on needs), to keep the
+/// bundle well under 100 MB. A retired release's files are refused with the way to get
+/// its model back from the repository's history, where `commit` still holds it.
+#[derive(Clone, Copy, Debug)]
+pub struct RetiredCore {
+    /// The model id, as `mirage info` shows it.
+    pub id: &'static str,
+    /// Its folder under `models/` while it was kept.
+    pub release: &'static str,
+    /// A commit of the Mirage repository with `models/<release>/hyperprior.safetensors`.
+    pub commit: &'static str,
+}
+
+impl RetiredCore {
+    /// The model file's path in `commit`.
+    pub fn path_in_history(&self) -> String {
+        format!("models/{}/hyperprior.safetensors", self.release)
+    }
+}
+
+/// The retired releases, oldest first.
+pub const RETIRED_CORES: &[RetiredCore] = &[
+    RetiredCore {
+        id: "7c757dd45a5403e5",
+        release: "v2.0",
+        commit: LAST_WITH_V2_0_TO_V2_4,
+    },
+    RetiredCore {
+        id: "19b73cef13f819a1",
+        release: "v2.1",
+        commit: LAST_WITH_V2_0_TO_V2_4,
+    },
+    RetiredCore {
+        id: "c3fffef8cd00b631",
+        release: "v2.2",
+        commit: LAST_WITH_V2_0_TO_V2_4,
+    },
+    RetiredCore {
+        id: "80d3a1a636e87c42",
+        release: "v2.4",
+        commit: LAST_WITH_V2_0_TO_V2_4,
+    },
+];
+
+/// The last commit that bundled v2.0, v2.1, v2.2 and v2.4.
+const LAST_WITH_V2_0_TO_V2_4: &str = "c657c5b66e61";
 
 /// The model bundled with the repository.
 pub fn default_model_path() -> std::path::PathBuf {
@@ -79,16 +129,26 @@ pub fn predictor_paths() -> Vec<std::path::PathBuf> {
 
 /// ", which is --model PATH" when `id` is one of the bundled cores (checked only on the
 /// error path: it hashes the model files).
+/// For a retired release, how to get it back from git instead.
 pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
-    bundled_core_path(id)
-        .map(|p| {
-            let shown = p
-                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-                .map(Path::to_path_buf)
-                .unwrap_or(p);
-            format!(", which is --model {}", shown.display())
-        })
-        .unwrap_or_default()
+    if let Some(p) = bundled_core_path(id) {
+        let shown = p
+            .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .map(Path::to_path_buf)
+            .unwrap_or(p);
+        return format!(", which is --model {}", shown.display());
+    }
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    match RETIRED_CORES.iter().find(|r| r.id == hex) {
+        Some(r) => format!(
+            ", core release {release}, no longer bundled: in a clone of the Mirage repository, \
+             `git show {commit}:{path} > {release}.safetensors`, then --model {release}.safetensors",
+            release = r.release,
+            commit = r.commit,
+            path = r.path_in_history(),
+        ),
+        None => String::new(),
+    }
 }
 
 /// The bundled core whose model id is `id` (the current one, v1 or an earlier release).
