@@ -30,9 +30,10 @@ pub(crate) enum TrainCommand {
         /// How crops are drawn from the photos.
         #[arg(long, value_enum, default_value = "per-photo")]
         crops: CropChoice,
-        /// With --crops by-area, the smallest scale a crop is taken at.
-        #[arg(long, default_value_t = 0.5, value_parser = parse_min_scale)]
-        min_scale: f32,
+        /// With --crops by-area, the smallest scale a crop is taken at, 0.05–1 (default
+        /// 0.5; a photo's own floor is the crop over its short side).
+        #[arg(long, value_parser = parse_min_scale)]
+        min_scale: Option<f32>,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -361,9 +362,14 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             steps,
             batch,
             crop,
-            sampling: match crops {
-                CropChoice::PerPhoto => CropSampling::PerPhoto,
-                CropChoice::ByArea => CropSampling::ByArea { min_scale },
+            sampling: match (crops, min_scale) {
+                (CropChoice::PerPhoto, None) => CropSampling::PerPhoto,
+                (CropChoice::PerPhoto, Some(_)) => {
+                    anyhow::bail!("--min-scale applies to --crops by-area only")
+                }
+                (CropChoice::ByArea, scale) => CropSampling::ByArea {
+                    min_scale: scale.unwrap_or(0.5),
+                },
             },
             lr,
             decay_steps,
@@ -512,11 +518,12 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
     }
 }
 
-/// `--min-scale`: a scale in (0, 1].
+/// `--min-scale`: a scale in [0.05, 1] (below that a 256² crop would need a
+/// 5,000-pixel square of photo).
 fn parse_min_scale(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
-        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
-        Ok(v) => Err(format!("{v} is not in (0, 1]")),
+        Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
+        Ok(v) => Err(format!("{v} is not in [0.05, 1]")),
         Err(e) => Err(e.to_string()),
     }
 }
