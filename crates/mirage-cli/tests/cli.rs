@@ -264,23 +264,21 @@ fn tiny_images_roundtrip_and_bad_flags_are_refused() {
         assert_eq!(bad.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.contains("invalid value"), "{flags:?}: {err}");
     }
-    // A training crop scale outside (0, 1] is refused before any photo loads.
-    for scale in ["0", "0.01", "1.5", "nan"] {
+    // Training settings out of range are refused before any photo loads.
+    for flag in [
+        ["--min-scale", "0"],
+        ["--min-scale", "0.01"],
+        ["--min-scale", "1.5"],
+        ["--min-scale", "nan"],
+        ["--clip-norm", "0"],
+        ["--clip-norm", "nan"],
+    ] {
         let run_dir = dir.path().join("run");
-        let bad = mirage(
-            &[
-                "train",
-                "core",
-                "--run-dir",
-                s(&run_dir),
-                "--min-scale",
-                scale,
-            ],
-            "2",
-        );
+        let core = ["train", "core", "--run-dir", s(&run_dir)];
+        let bad = mirage(&[&core[..], &flag[..]].concat(), "2");
         let err = String::from_utf8_lossy(&bad.stderr);
-        assert_eq!(bad.status.code(), Some(2), "{scale}: {err}");
-        assert!(err.contains("invalid value"), "{scale}: {err}");
+        assert_eq!(bad.status.code(), Some(2), "{flag:?}: {err}");
+        assert!(err.contains("invalid value"), "{flag:?}: {err}");
         assert!(!run_dir.exists());
     }
     let run_dir = dir.path().join("run");

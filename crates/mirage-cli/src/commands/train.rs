@@ -34,6 +34,9 @@ pub(crate) enum TrainCommand {
         /// 0.5; a photo's own floor is the crop over its short side).
         #[arg(long, value_parser = parse_min_scale)]
         min_scale: Option<f32>,
+        /// Clip the gradient's global norm to this ("inf": no clipping).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_clip_norm)]
+        clip_norm: f64,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -345,6 +348,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             crop,
             crops,
             min_scale,
+            clip_norm,
             lr,
             decay_steps,
             n,
@@ -371,6 +375,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                     min_scale: scale.unwrap_or(0.5),
                 },
             },
+            clip_norm,
             lr,
             decay_steps,
             config: ModelConfig { n, m, context },
@@ -524,6 +529,15 @@ fn parse_min_scale(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
         Ok(v) => Err(format!("{v} is not in [0.05, 1]")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--clip-norm`: a positive norm, or infinity.
+fn parse_clip_norm(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a positive norm")),
         Err(e) => Err(e.to_string()),
     }
 }
