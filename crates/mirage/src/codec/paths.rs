@@ -14,7 +14,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
 /// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.5", "v2.6"]
+    ["v2.3", "v2.6", "v2.7"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -65,6 +65,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "80d3a1a636e87c42",
         release: "v2.4",
         commit: LAST_WITH_V2_0_TO_V2_4,
+    },
+    RetiredCore {
+        id: "d42deaf7af00996d",
+        release: "v2.5",
+        commit: "8b7a845fb249",
     },
 ];
 
