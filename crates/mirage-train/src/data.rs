@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
+use rand::distributions::{Distribution, WeightedIndex};
 use rand::Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,17 @@ impl Dataset {
     ) -> Tensor {
         let c = crop as usize;
         let mut data = vec![0f32; batch * 3 * c * c];
+        let by_area = match sampling {
+            CropSampling::ByArea { .. } => Some(
+                WeightedIndex::new(
+                    self.train
+                        .iter()
+                        .map(|im| im.width() as u64 * im.height() as u64),
+                )
+                .expect("photos have pixels"),
+            ),
+            CropSampling::PerPhoto => None,
+        };
         for b in 0..batch {
             let (img, x0, y0) = match sampling {
                 // Kept draw for draw as it always was, so a run resumed with it
@@ -121,7 +133,12 @@ impl Dataset {
                     (std::borrow::Cow::Borrowed(img), x0, y0)
                 }
                 CropSampling::ByArea { min_scale } => (
-                    std::borrow::Cow::Owned(self.scaled_crop(rng, crop, min_scale)),
+                    std::borrow::Cow::Owned(self.scaled_crop(
+                        rng,
+                        by_area.as_ref().expect("built for ByArea"),
+                        crop,
+                        min_scale,
+                    )),
                     0,
                     0,
                 ),
@@ -140,29 +157,17 @@ impl Dataset {
         Tensor::from_slice(&data).view([batch as i64, 3, c as i64, c as i64])
     }
 
-    /// One `crop × crop` crop of a photo drawn in proportion to its area, taken from
+    /// One `crop × crop` crop of a photo drawn by `by_area` (weights: the photos' areas), taken from
     /// a square of side `crop / s` for a scale `s ~ U[max(min_scale, crop / short
     /// side), 1]` and resized down to `crop`.
-    fn scaled_crop(&self, rng: &mut impl Rng, crop: u32, min_scale: f32) -> RgbImage {
-        let total: u64 = self
-            .train
-            .iter()
-            .map(|im| im.width() as u64 * im.height() as u64)
-            .sum();
-        let mut pick = rng.gen_range(0..total);
-        let img = self
-            .train
-            .iter()
-            .find(|im| {
-                let area = im.width() as u64 * im.height() as u64;
-                if pick < area {
-                    true
-                } else {
-                    pick -= area;
-                    false
-                }
-            })
-            .expect("the areas sum to `total`");
+    fn scaled_crop(
+        &self,
+        rng: &mut impl Rng,
+        by_area: &WeightedIndex<u64>,
+        crop: u32,
+        min_scale: f32,
+    ) -> RgbImage {
+        let img = &self.train[by_area.sample(rng)];
         let short = img.width().min(img.height());
         let lowest = min_scale.clamp(0.05, 1.0).max(crop as f32 / short as f32);
         let scale = if lowest < 1.0 {
@@ -266,7 +271,8 @@ mod tests {
         let gradient = RgbImage::from_fn(64, 80, |x, y| image::Rgb([x as u8, y as u8, 7]));
         let data = dataset(vec![gradient.clone()]);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let crop = data.scaled_crop(&mut rng, 64, 0.5);
+        let one = WeightedIndex::new([1u64]).unwrap();
+        let crop = data.scaled_crop(&mut rng, &one, 64, 0.5);
         let y0 = crop.get_pixel(0, 0)[1] as u32;
         assert!(crop
             .enumerate_pixels()

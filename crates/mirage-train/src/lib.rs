@@ -48,7 +48,8 @@ pub struct TrainOptions {
     pub sampling: CropSampling,
     /// The gradient's global norm is clipped to this (infinity: not clipped). At 1 it
     /// acts on about 95 % of steps, whose median norm is about 10, so Adam sees
-    /// normalised gradients; whether that helps is for an equal-step comparison.
+    /// normalised gradients, and that measured 1.5 % better than clipping at 50,
+    /// where the high-rate crops' ten times larger gradients dominate (model card).
     pub clip_norm: f64,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
