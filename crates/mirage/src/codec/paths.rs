@@ -143,7 +143,7 @@ pub(crate) fn bundled_model_hint(id: &[u8; 8]) -> String {
             .unwrap_or(p);
         return format!(", which is --model {}", shown.display());
     }
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::model_file::id_hex(id);
     match RETIRED_CORES.iter().find(|r| r.id == hex) {
         Some(r) => format!(
             ", core release {release}, no longer bundled: in a clone of the Mirage repository, \
