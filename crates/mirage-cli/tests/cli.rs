@@ -272,6 +272,9 @@ fn tiny_images_roundtrip_and_bad_flags_are_refused() {
         ["--min-scale", "nan"],
         ["--clip-norm", "0"],
         ["--clip-norm", "nan"],
+        ["--ema-decay", "1"],
+        ["--ema-decay", "0"],
+        ["--ema-decay", "nan"],
     ] {
         let run_dir = dir.path().join("run");
         let core = ["train", "core", "--run-dir", s(&run_dir)];

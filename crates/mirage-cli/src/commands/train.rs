@@ -37,6 +37,10 @@ pub(crate) enum TrainCommand {
         /// Clip the gradient's global norm to this ("inf": no clipping).
         #[arg(long, default_value_t = 1.0, value_parser = parse_clip_norm)]
         clip_norm: f64,
+        /// Also keep an exponential moving average of the weights, at this decay per
+        /// step (e.g. 0.999: about the last 1,000 steps), in RUN_DIR/ema.safetensors.
+        #[arg(long, value_parser = parse_ema_decay)]
+        ema_decay: Option<f64>,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -349,6 +353,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             crops,
             min_scale,
             clip_norm,
+            ema_decay,
             lr,
             decay_steps,
             n,
@@ -376,6 +381,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 },
             },
             clip_norm,
+            ema_decay,
             lr,
             decay_steps,
             config: ModelConfig { n, m, context },
@@ -529,6 +535,15 @@ fn parse_min_scale(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.05..=1.0).contains(&v) => Ok(v),
         Ok(v) => Err(format!("{v} is not in [0.05, 1]")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--ema-decay`: a decay in (0, 1); 1 would never move, 0 is the weights themselves.
+fn parse_ema_decay(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not in (0, 1)")),
         Err(e) => Err(e.to_string()),
     }
 }
