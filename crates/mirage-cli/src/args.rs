@@ -165,6 +165,15 @@ pub(crate) enum CropChoice {
     ByArea,
 }
 
+/// What the core's training scores the rate on (`mirage_nn::model::RateProxy`).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RateProxyChoice {
+    /// The latents plus uniform noise (the standard choice).
+    Noise,
+    /// The rounded latents, straight-through ("soft then hard": to finish a run).
+    Rounded,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     #[command(flatten)]

@@ -27,7 +27,7 @@ pub mod weight_average;
 use mirage::{image_io, progress};
 use mirage_nn::{model, model_file};
 
-use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
+use crate::model::{lambda_at, layers::ConvPrecision, Hyperprior, ModelConfig, RateProxy, LEVELS};
 use adam::Adam;
 use anyhow::{Context, Result};
 use data::{mse_per_image, CropSampling, Dataset};
@@ -56,6 +56,9 @@ pub struct TrainOptions {
     /// Keep an exponential moving average of the weights at this decay per step, saved
     /// as `ema.safetensors` beside the weights (None: no average).
     pub ema_decay: Option<f64>,
+    /// What the rate term scores (the validation curve always uses uniform noise, so
+    /// that runs stay comparable).
+    pub rate_proxy: RateProxy,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
     pub decay_steps: i64,
@@ -201,6 +204,9 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         o.sampling
     );
     let validation = data.validation_crops(256);
+    if o.rate_proxy == RateProxy::Rounded {
+        eprintln!("the rate is scored on the rounded latents");
+    }
 
     let mut vs = VarStore::new(Device::Cpu);
     let model = Hyperprior::new(&vs.root(), o.config, o.precision);
@@ -278,7 +284,7 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         let rate = Tensor::from_slice(&rates);
         let lambda = Tensor::from_slice(&lambdas);
 
-        let out = model.forward_train(&x, &rate);
+        let out = model.forward_train_with(&x, &rate, o.rate_proxy);
         let mse = mse_per_image(&out.x_hat, &x);
         let bpp = (&out.bits_y + &out.bits_z) / pixels;
         let loss = (&lambda * 255.0 * 255.0 * &mse + &bpp).mean(Kind::Float);

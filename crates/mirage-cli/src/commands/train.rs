@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use mirage::codec::{default_model_path, default_realism_path};
 use mirage_nn::model::realism::RealismConfig;
-use mirage_nn::model::{layers::ConvPrecision, ModelConfig};
+use mirage_nn::model::{layers::ConvPrecision, ModelConfig, RateProxy};
 use mirage_realism_measure::train::{train_extractor, ExtractorTrainOptions};
 use mirage_train::data::CropSampling;
 use mirage_train::realism::RealismTrainOptions;
@@ -41,6 +41,10 @@ pub(crate) enum TrainCommand {
         /// step (e.g. 0.999: about the last 1,000 steps), in RUN_DIR/ema.safetensors.
         #[arg(long, value_parser = parse_ema_decay)]
         ema_decay: Option<f64>,
+        /// What the rate term scores: the latents plus uniform noise, or the rounded
+        /// latents the coder pays for.
+        #[arg(long, value_enum, default_value = "noise")]
+        rate_proxy: RateProxyChoice,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -354,6 +358,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             min_scale,
             clip_norm,
             ema_decay,
+            rate_proxy,
             lr,
             decay_steps,
             n,
@@ -382,6 +387,10 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             },
             clip_norm,
             ema_decay,
+            rate_proxy: match rate_proxy {
+                RateProxyChoice::Noise => RateProxy::UniformNoise,
+                RateProxyChoice::Rounded => RateProxy::Rounded,
+            },
             lr,
             decay_steps,
             config: ModelConfig { n, m, context },
