@@ -14,7 +14,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
 /// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.6", "v2.7"]
+    ["v2.3", "v2.7", "v2.8"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,6 +70,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "d42deaf7af00996d",
         release: "v2.5",
         commit: "8b7a845fb249",
+    },
+    RetiredCore {
+        id: "56f1112c9dd07556",
+        release: "v2.6",
+        commit: "ce6d45098db2",
     },
 ];
 
