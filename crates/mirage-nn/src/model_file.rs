@@ -15,7 +15,7 @@ use half::f16;
 use mirage_entropy::CdfTable;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -175,6 +175,33 @@ fn f16_variables(vs: &VarStore, skip_prefix: Option<&str>) -> anyhow::Result<Vec
     Ok(owned)
 }
 
+/// Rewrites a serialized file's JSON header with its keys in sorted order, in place.
+///
+/// `safetensors::serialize` takes the metadata as a `HashMap`, whose iteration order
+/// changes from run to run, and a model's id is the digest of its bytes: without this,
+/// exporting one checkpoint twice gave two files with different ids. The same keys and
+/// values in another order serialize to the same length, so no offset moves.
+fn sort_header(bytes: &mut [u8]) -> anyhow::Result<()> {
+    let (header_len, _) = SafeTensors::read_metadata(bytes)?;
+    let header = &bytes[8..8 + header_len];
+    let text = std::str::from_utf8(header)?.trim_end_matches(' ');
+    let mut parsed: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)?;
+    if let Some(metadata) = parsed.remove("__metadata__") {
+        // Sorted whatever map type serde_json was built with.
+        let metadata: BTreeMap<String, String> = serde_json::from_value(metadata)?;
+        parsed.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    }
+    let sorted = serde_json::to_string(&parsed)?;
+    anyhow::ensure!(
+        sorted.len() == text.len(),
+        "a sorted header is {} bytes, the original {}",
+        sorted.len(),
+        text.len()
+    );
+    bytes[8..8 + sorted.len()].copy_from_slice(sorted.as_bytes());
+    Ok(())
+}
+
 /// Serializes, writes atomically, and returns the file's model identifier.
 fn write_safetensors(
     owned: &[OwnedTensor],
@@ -185,7 +212,8 @@ fn write_safetensors(
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<anyhow::Result<_>>()?;
-    let bytes = safetensors::serialize(views, &Some(metadata))?;
+    let mut bytes = safetensors::serialize(views, &Some(metadata))?;
+    sort_header(&mut bytes)?;
     let tmp = out.with_extension("tmp");
     std::fs::write(&tmp, &bytes)?;
     std::fs::rename(&tmp, out)?;
@@ -649,6 +677,7 @@ pub fn decode_only(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     // placeholder (the same length, so nothing else moves).
     metadata.insert(DATA_DIGEST.into(), DIGEST_PLACEHOLDER.into());
     let mut cut = safetensors::serialize(kept, &Some(metadata))?;
+    sort_header(&mut cut)?;
     let (header_len, _) = SafeTensors::read_metadata(&cut)?;
     let digest = hex_digest(&cut);
     let value = digest_value_offset(&cut, header_len, DIGEST_PLACEHOLDER)
@@ -823,6 +852,34 @@ mod tests {
             metadata: HashMap::new(),
             tensors: HashMap::new(),
         }
+    }
+
+    /// The same checkpoint exported twice makes the same bytes, so the same model id
+    /// (the metadata's HashMap used to come out in a different order each run).
+    #[test]
+    fn exporting_a_checkpoint_twice_gives_the_same_file() {
+        let dir = std::env::temp_dir().join(format!("mirage-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = ModelConfig {
+            n: 8,
+            m: 16,
+            context: true,
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+        let checkpoint = dir.join("checkpoint.safetensors");
+        vs.save(&checkpoint).unwrap();
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|k| {
+                let out = dir.join(format!("model-{k}.safetensors"));
+                export(&checkpoint, config, None, &out).unwrap();
+                std::fs::read(out).unwrap()
+            })
+            .collect();
+        assert!(files.windows(2).all(|w| w[0] == w[1]));
+        // And the sorted header is still one a reader takes.
+        assert!(SafeTensors::deserialize(&files[0]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
