@@ -181,7 +181,7 @@ fn f16_variables(vs: &VarStore, skip_prefix: Option<&str>) -> anyhow::Result<Vec
 /// changes from run to run, and a model's id is the digest of its bytes: without this,
 /// exporting one checkpoint twice gave two files with different ids. The same keys and
 /// values in another order serialize to the same length, so no offset moves.
-fn sort_header(bytes: &mut [u8]) -> anyhow::Result<()> {
+pub fn sort_header(bytes: &mut [u8]) -> anyhow::Result<()> {
     let (header_len, _) = SafeTensors::read_metadata(bytes)?;
     let header = &bytes[8..8 + header_len];
     let text = std::str::from_utf8(header)?.trim_end_matches(' ');

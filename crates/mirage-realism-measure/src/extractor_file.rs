@@ -92,7 +92,9 @@ pub fn write(
     for (k, v) in extra {
         metadata.insert(k.to_string(), v.clone());
     }
-    let bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| invalid(out, e))?;
+    let mut bytes = safetensors::serialize(views, &Some(metadata)).map_err(|e| invalid(out, e))?;
+    // Sorted, so that one checkpoint always makes the same file and id.
+    mirage_nn::model_file::sort_header(&mut bytes).map_err(|e| invalid(out, e))?;
     write_atomically(out, &bytes, overwrite)?;
     Ok(id_hex(&model_id(&bytes)))
 }

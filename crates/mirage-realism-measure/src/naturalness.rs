@@ -397,7 +397,9 @@ impl NaturalnessModel {
             ("photos".to_string(), self.photos.to_string()),
             ("patches".to_string(), self.patches.to_string()),
         ]);
-        let bytes = safetensors::serialize(views, &Some(metadata)).map_err(st_error)?;
+        let mut bytes = safetensors::serialize(views, &Some(metadata)).map_err(st_error)?;
+        mirage_nn::model_file::sort_header(&mut bytes)
+            .map_err(|e| MirageError::BadParameter(format!("safetensors: {e}")))?;
         crate::image_io::write_atomically(path, &bytes, true)
     }
 
