@@ -84,12 +84,19 @@ pub fn parse_id(hex: &str) -> Option<[u8; 8]> {
 /// `takes_add_ons_of`: the shipped core this checkpoint continues, when the add-ons made
 /// for that core (realism generator, flow refiner, ConHa predictor, ultra-low model) were
 /// measured on this one and carried over (see [`TAKES_ADD_ONS_OF`]).
+///
+/// The residual blocks of `config` are taken from the checkpoint, whose tensor names
+/// say how many it has: exported with fewer, a deepened core would silently lose them.
 pub fn export(
     checkpoint: &Path,
     config: ModelConfig,
     takes_add_ons_of: Option<&ModelFile>,
     out: &Path,
 ) -> anyhow::Result<[u8; 8]> {
+    let config = ModelConfig {
+        residual_blocks: residual_blocks_in(checkpoint)?,
+        ..config
+    };
     let mut vs = VarStore::new(Device::Cpu);
     let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
     vs.load(checkpoint)?;
@@ -143,6 +150,14 @@ pub fn export(
         ("levels".to_string(), LEVELS.to_string()),
         ("context".to_string(), u8::from(config.context).to_string()),
     ]);
+    // Written only for a deepened core, so that a plain one exports to the same bytes
+    // (and the same model id) as before the blocks existed.
+    if config.residual_blocks > 0 {
+        metadata.insert(
+            RESIDUAL_BLOCKS.to_string(),
+            config.residual_blocks.to_string(),
+        );
+    }
     if let Some(earlier) = takes_add_ons_of {
         let ids: Vec<String> = std::iter::once(earlier.id)
             .chain(earlier.takes_add_ons_of.iter().copied())
@@ -154,6 +169,27 @@ pub fn export(
 }
 
 type OwnedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// The metadata key of [`ModelConfig::residual_blocks`]; absent means 0.
+const RESIDUAL_BLOCKS: &str = "residual_blocks";
+
+/// The most residual blocks per stage a model file may declare: far above anything
+/// trained, low enough that a damaged header cannot make the loader build a huge network.
+const MAX_RESIDUAL_BLOCKS: i64 = 8;
+
+/// How many residual blocks per stage a training checkpoint has (a checkpoint carries
+/// no metadata; its tensor names say it).
+pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
+    let bytes = std::fs::read(checkpoint)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let names: std::collections::HashSet<String> = header.tensors().into_keys().collect();
+    // The synthesis's first block stage, block by block, as `stage_blocks` names them.
+    let blocks = (0..)
+        .take_while(|k| names.contains(&format!("synthesis.block0_{k}.expand.weight")))
+        .count();
+    Ok(blocks as i64)
+}
 
 /// Every variable of a store (except those under `skip_prefix`) as f16, sorted by name.
 fn f16_variables(vs: &VarStore, skip_prefix: Option<&str>) -> anyhow::Result<Vec<OwnedTensor>> {
@@ -708,11 +744,32 @@ impl ModelFile {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("metadata lacks {key}"))
         };
+        let residual_blocks = match meta.get(RESIDUAL_BLOCKS) {
+            // Every core before the blocks existed.
+            None => 0,
+            Some(_) => number(RESIDUAL_BLOCKS)?,
+        };
+        if !(0..=MAX_RESIDUAL_BLOCKS).contains(&residual_blocks) {
+            return Err(format!(
+                "{RESIDUAL_BLOCKS} is {residual_blocks}, beyond 0..={MAX_RESIDUAL_BLOCKS}"
+            ));
+        }
+        // The tensors must agree, or the decoder would build a network without blocks
+        // the encoder had (or with blocks that stay the identity).
+        let blocks_in_tensors = (0..)
+            .take_while(|k| tensors.contains_key(&format!("synthesis.block0_{k}.expand.weight")))
+            .count() as i64;
+        if blocks_in_tensors != residual_blocks {
+            return Err(format!(
+                "the header declares {residual_blocks} residual blocks per stage, the weights hold {blocks_in_tensors}"
+            ));
+        }
         let config = ModelConfig {
             n: number("n")?,
             m: number("m")?,
             // Files from before the context model have no "context" entry.
             context: meta.get("context").is_some_and(|v| v == "1"),
+            residual_blocks,
         };
         if number("levels")? != LEVELS as i64 {
             return Err("model has a different number of rate levels".into());
@@ -864,6 +921,7 @@ mod tests {
             n: 8,
             m: 16,
             context: true,
+            residual_blocks: 0,
         };
         let vs = VarStore::new(Device::Cpu);
         let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
@@ -879,6 +937,50 @@ mod tests {
         assert!(files.windows(2).all(|w| w[0] == w[1]));
         // And the sorted header is still one a reader takes.
         assert!(SafeTensors::deserialize(&files[0]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A deepened core exports its blocks whatever config it is given (the checkpoint
+    /// says how many it has) and loads back with them; a header that disagrees with
+    /// the weights, or declares an absurd count, is refused.
+    #[test]
+    fn a_deepened_core_keeps_its_blocks_and_a_false_header_is_refused() {
+        let dir = std::env::temp_dir().join(format!("mirage-blocks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = ModelConfig {
+            n: 8,
+            m: 16,
+            context: true,
+            residual_blocks: 1,
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+        let checkpoint = dir.join("checkpoint.safetensors");
+        vs.save(&checkpoint).unwrap();
+        assert_eq!(residual_blocks_in(&checkpoint).unwrap(), 1);
+        let out = dir.join("model.safetensors");
+        let plain = ModelConfig {
+            residual_blocks: 0,
+            ..config
+        };
+        export(&checkpoint, plain, None, &out).unwrap();
+        assert_eq!(ModelFile::load(&out).unwrap().config, config);
+
+        let bytes = std::fs::read(&out).unwrap();
+        let with_header = |value: &str| {
+            let from = br#""residual_blocks":"1""#;
+            let to = format!(r#""residual_blocks":"{value}""#);
+            let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+            let mut b = bytes.clone();
+            b[at..at + from.len()].copy_from_slice(to.as_bytes());
+            ModelFile::parse(&b).map(|_| ()).unwrap_err()
+        };
+        assert!(
+            with_header("0").contains("declares 0"),
+            "{}",
+            with_header("0")
+        );
+        assert!(with_header("9").contains("beyond"), "{}", with_header("9"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -215,6 +215,15 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     let model_path = o.run_dir.join("model.safetensors");
     let adam_path = o.run_dir.join("adam.safetensors");
     if model_path.exists() {
+        // `VarStore::load` would fail on blocks the checkpoint lacks but silently drop
+        // blocks it has that this run would not build.
+        let in_checkpoint = model_file::residual_blocks_in(&model_path)?;
+        if in_checkpoint != o.config.residual_blocks {
+            anyhow::bail!(
+                "{} has {in_checkpoint} residual blocks per stage; resume it with --residual-blocks {in_checkpoint} (to deepen a core, start a new run with --init-from)",
+                model_path.display()
+            );
+        }
         vs.load(&model_path).context("resuming weights")?;
         if adam_path.exists() {
             adam.load(&adam_path).context("resuming optimizer state")?;
@@ -231,12 +240,17 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         let fresh = base.fill_available(&vs)?;
         refit_prior(&model, o)?;
         // Say which parts start fresh: the density network always (it is refitted to
-        // the shipped tables above), the context model only if the file had none.
-        let parts: Vec<&str> = [("prior.", "density network"), ("context.", "context model")]
-            .iter()
-            .filter(|(prefix, _)| fresh.iter().any(|name| name.starts_with(prefix)))
-            .map(|&(_, part)| part)
-            .collect();
+        // the shipped tables above), the context model only if the file had none, the
+        // residual blocks when this run deepens a plain core.
+        let parts: Vec<&str> = [
+            ("prior.", "density network"),
+            ("context.", "context model"),
+            ("analysis.block", "residual blocks, as the identity"),
+        ]
+        .iter()
+        .filter(|(prefix, _)| fresh.iter().any(|name| name.starts_with(prefix)))
+        .map(|&(_, part)| part)
+        .collect();
         eprintln!(
             "new run from {}: {} tensors start fresh ({})",
             init.display(),

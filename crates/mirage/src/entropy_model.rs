@@ -82,6 +82,7 @@ mod tests {
             n: 16,
             m: 32,
             context: true,
+            residual_blocks: 0,
         };
         let vs = VarStore::new(Device::Cpu);
         let _net = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);

@@ -233,7 +233,13 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
                 .transpose()?;
             let id = export(
                 &checkpoint,
-                ModelConfig { n, m, context },
+                // The residual blocks are read from the checkpoint.
+                ModelConfig {
+                    n,
+                    m,
+                    context,
+                    residual_blocks: 0,
+                },
                 earlier.as_ref(),
                 &out,
             )?;

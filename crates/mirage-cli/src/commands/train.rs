@@ -56,6 +56,11 @@ pub(crate) enum TrainCommand {
         /// Train with the spatial–channel context model.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         context: bool,
+        /// Residual bottleneck blocks on each low-resolution stage of both transforms.
+        /// With --init-from a plain core they start as the identity, so the run begins
+        /// exactly at that core and grows them.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=8))]
+        residual_blocks: i64,
         /// A new run starts from this shipped model's transforms (its density network
         /// and any missing context layers start fresh).
         #[arg(long)]
@@ -364,6 +369,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             n,
             m,
             context,
+            residual_blocks,
             init_from,
             refit_prior,
             precision,
@@ -393,7 +399,12 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             },
             lr,
             decay_steps,
-            config: ModelConfig { n, m, context },
+            config: ModelConfig {
+                n,
+                m,
+                context,
+                residual_blocks,
+            },
             init_from,
             refit_prior,
             precision: match precision {

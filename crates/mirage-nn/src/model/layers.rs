@@ -51,10 +51,27 @@ impl Conv {
         Self::new(p, c_in, c_out, kernel, stride, true)
     }
 
+    /// A size-preserving convolution that starts at zero (weights and bias), for the
+    /// last layer of a residual branch that must begin as the identity.
+    pub fn zeroed(p: nn::Path, c_in: i64, c_out: i64, kernel: i64) -> Conv {
+        Self::with_bound(p, c_in, c_out, kernel, 1, false, 0.0)
+    }
+
     fn new(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, transposed: bool) -> Conv {
         // He-style uniform initialisation over the fan-in (like PyTorch's default).
         let fan_in = (if transposed { c_out } else { c_in } * k * k) as f64;
-        let bound = 1.0 / fan_in.sqrt();
+        Self::with_bound(p, c_in, c_out, k, stride, transposed, 1.0 / fan_in.sqrt())
+    }
+
+    fn with_bound(
+        p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        k: i64,
+        stride: i64,
+        transposed: bool,
+        bound: f64,
+    ) -> Conv {
         let shape = if transposed {
             [c_in, c_out, k, k]
         } else {
@@ -110,6 +127,48 @@ impl Conv {
             x.conv_transpose2d(w, Some(b), s, pad, out_pad, 1, [1, 1])
         } else {
             x.conv2d(w, Some(b), s, pad, [1, 1], 1)
+        }
+    }
+}
+
+/// The residual bottleneck block of ELIC's transforms (He et al. 2022): a 1×1 layer to
+/// half the width, a 3×3 layer, a 1×1 layer back, added to the input.
+///
+/// Its last layer starts at zero, so a new block is the identity: blocks can be added to
+/// a trained core (`train core --residual-blocks`) without changing what it computes,
+/// and training then grows them from there. That is how the core gains depth without the
+/// cold start that no session can fit. At half width a block is cheap: at N = 96 on the
+/// 1/4-resolution stage it adds 1,872 multiply–adds per pixel, on the 1/8 stage 468,
+/// against about 48,000 for the two transforms together.
+#[derive(Debug)]
+pub struct ResidualBottleneck {
+    reduce: Conv,
+    mix: Conv,
+    expand: Conv,
+}
+
+impl ResidualBottleneck {
+    pub fn new(p: nn::Path, channels: i64) -> ResidualBottleneck {
+        let half = channels / 2;
+        ResidualBottleneck {
+            reduce: Conv::down(&p / "reduce", channels, half, 1, 1),
+            mix: Conv::down(&p / "mix", half, half, 3, 1),
+            expand: Conv::zeroed(&p / "expand", half, channels, 1),
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, precision: ConvPrecision) -> Tensor {
+        let h = self.reduce.forward(x, precision).leaky_relu();
+        let h = self.mix.forward(&h, precision).leaky_relu();
+        x + self.expand.forward(&h, precision)
+    }
+
+    /// A handle sharing the same weights.
+    pub fn replica(&self) -> ResidualBottleneck {
+        ResidualBottleneck {
+            reduce: self.reduce.replica(),
+            mix: self.mix.replica(),
+            expand: self.expand.replica(),
         }
     }
 }

@@ -27,7 +27,7 @@ pub mod realism;
 pub mod ultralow;
 
 use factorized::FactorizedPrior;
-use layers::{Conv, ConvPrecision, Gdn};
+use layers::{Conv, ConvPrecision, Gdn, ResidualBottleneck};
 use tch::{nn, Kind, Tensor};
 
 /// Channel widths and rate levels. `n` is the width of the transforms and of the
@@ -39,6 +39,10 @@ pub struct ModelConfig {
     /// With the spatial–channel context model ([`context`]); without it the core is the
     /// plain mean-scale hyperprior of format v1.
     pub context: bool,
+    /// Residual bottleneck blocks ([`ResidualBottleneck`]) on each of the transforms'
+    /// two low-resolution stages (1/4 and 1/8 of the image size), in the analysis and
+    /// the synthesis alike; 0 is the plain Ballé transforms every release so far has.
+    pub residual_blocks: i64,
 }
 
 impl Default for ModelConfig {
@@ -47,8 +51,37 @@ impl Default for ModelConfig {
             n: 96,
             m: 128,
             context: true,
+            residual_blocks: 0,
         }
     }
+}
+
+/// The stages (counted by their GDN) that carry residual blocks: those at 1/4 and 1/8 of
+/// the image size, where a block is cheap and sees a wide context.
+const ANALYSIS_BLOCK_STAGES: [usize; 2] = [1, 2];
+const SYNTHESIS_BLOCK_STAGES: [usize; 2] = [0, 1];
+
+/// `blocks` residual blocks for each of `stages` GDN stages (none where a stage is not
+/// listed), named `<path>.block<stage>_<k>`.
+fn stage_blocks(
+    p: &nn::Path,
+    stages: usize,
+    with_blocks: &[usize],
+    blocks: i64,
+    channels: i64,
+) -> Vec<Vec<ResidualBottleneck>> {
+    (0..stages)
+        .map(|stage| {
+            let count = if with_blocks.contains(&stage) {
+                blocks
+            } else {
+                0
+            };
+            (0..count)
+                .map(|k| ResidualBottleneck::new(p / format!("block{stage}_{k}"), channels))
+                .collect()
+        })
+        .collect()
 }
 
 /// The trade-off λ of each trained rate level, for the loss `λ · 255² · MSE + bpp`
@@ -80,6 +113,8 @@ pub struct Hyperprior {
     pub precision: ConvPrecision,
     analysis: Vec<Conv>,
     analysis_gdn: Vec<Gdn>,
+    /// Per GDN stage, the residual blocks after it (empty for a plain core).
+    analysis_blocks: Vec<Vec<ResidualBottleneck>>,
     pub synthesis: Synthesis,
     hyper_analysis: Vec<Conv>,
     pub hyper_synthesis: Vec<Conv>,
@@ -97,11 +132,13 @@ pub struct Hyperprior {
 pub struct Synthesis {
     convs: Vec<Conv>,
     igdn: Vec<Gdn>,
+    /// Per inverse-GDN stage, the residual blocks after it (empty for a plain core).
+    blocks: Vec<Vec<ResidualBottleneck>>,
     precision: ConvPrecision,
 }
 
-/// The synthesis layer whose output the realism generator reads (after the second
-/// inverse GDN: N channels at 1/4 of the image resolution).
+/// The synthesis stage whose output the realism generator reads (after the second
+/// inverse GDN and its residual blocks: N channels at 1/4 of the image resolution).
 const REALISM_FEATURES_AFTER: usize = 1;
 
 impl Synthesis {
@@ -118,6 +155,9 @@ impl Synthesis {
             if let Some(igdn) = self.igdn.get(i) {
                 h = igdn.forward(&h);
             }
+            for block in self.blocks.get(i).into_iter().flatten() {
+                h = block.forward(&h, self.precision);
+            }
             if i == REALISM_FEATURES_AFTER {
                 features = Some(h.shallow_clone());
             }
@@ -130,6 +170,11 @@ impl Synthesis {
         Synthesis {
             convs: self.convs.iter().map(Conv::replica).collect(),
             igdn: self.igdn.iter().map(Gdn::replica).collect(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|stage| stage.iter().map(ResidualBottleneck::replica).collect())
+                .collect(),
             precision: self.precision,
         }
     }
@@ -167,7 +212,12 @@ fn initial_gains(levels: usize, channels: i64) -> Tensor {
 
 impl Hyperprior {
     pub fn new(p: &nn::Path, config: ModelConfig, precision: ConvPrecision) -> Hyperprior {
-        let ModelConfig { n, m, context } = config;
+        let ModelConfig {
+            n,
+            m,
+            context,
+            residual_blocks,
+        } = config;
         let a = p / "analysis";
         let s = p / "synthesis";
         let ha = p / "hyper_analysis";
@@ -186,6 +236,7 @@ impl Hyperprior {
             analysis_gdn: (0..3)
                 .map(|i| Gdn::new(&a / format!("gdn{i}"), n, false))
                 .collect(),
+            analysis_blocks: stage_blocks(&a, 3, &ANALYSIS_BLOCK_STAGES, residual_blocks, n),
             synthesis: Synthesis {
                 convs: vec![
                     Conv::up(&s / "conv0", m, n, 5, 2),
@@ -196,6 +247,7 @@ impl Hyperprior {
                 igdn: (0..3)
                     .map(|i| Gdn::new(&s / format!("igdn{i}"), n, true))
                     .collect(),
+                blocks: stage_blocks(&s, 3, &SYNTHESIS_BLOCK_STAGES, residual_blocks, n),
                 precision,
             },
             hyper_analysis: vec![
@@ -224,6 +276,9 @@ impl Hyperprior {
             h = conv.forward(&h, self.precision);
             if let Some(gdn) = self.analysis_gdn.get(i) {
                 h = gdn.forward(&h);
+            }
+            for block in self.analysis_blocks.get(i).into_iter().flatten() {
+                h = block.forward(&h, self.precision);
             }
         }
         h
@@ -387,8 +442,62 @@ mod tests {
             n: 16,
             m: 16,
             context: true,
+            residual_blocks: 0,
         };
         Hyperprior::new(&vs.root(), config, ConvPrecision::F32)
+    }
+
+    /// A core deepened with residual blocks computes exactly what the plain core did
+    /// (so a run can grow them from a shipped release), and the blocks still learn:
+    /// their last layers get a gradient.
+    #[test]
+    fn residual_blocks_start_as_the_identity_and_learn() {
+        tch::manual_seed(5);
+        let plain_vs = nn::VarStore::new(Device::Cpu);
+        let plain = small_model(&plain_vs);
+        let deep_vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig {
+            residual_blocks: 2,
+            ..plain.config
+        };
+        let deep = Hyperprior::new(&deep_vs.root(), config, ConvPrecision::F32);
+        let plain_vars = plain_vs.variables();
+        let mut copied = 0;
+        tch::no_grad(|| {
+            for (name, mut var) in deep_vs.variables() {
+                if let Some(weights) = plain_vars.get(&name) {
+                    var.copy_(weights);
+                    copied += 1;
+                }
+            }
+        });
+        assert_eq!(copied, plain_vars.len());
+        // Two stages × two blocks × three layers × (weight, bias), in each transform.
+        assert_eq!(
+            deep_vs.variables().len(),
+            plain_vars.len() + 2 * 2 * 2 * 3 * 2
+        );
+
+        let x = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let max_diff = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        let y = plain.analysis(&x);
+        assert_eq!(max_diff(&y, &deep.analysis(&x)), 0.0);
+        let (image, features) = plain.synthesis.forward_with_features(&y);
+        let (deep_image, deep_features) = deep.synthesis.forward_with_features(&y);
+        assert_eq!(max_diff(&image, &deep_image), 0.0);
+        assert_eq!(max_diff(&features, &deep_features), 0.0);
+
+        let loss = deep.synthesis(&deep.analysis(&x)).square().sum(Kind::Float);
+        loss.backward();
+        for name in [
+            "analysis.block1_0.expand.weight",
+            "analysis.block2_1.expand.weight",
+            "synthesis.block0_0.expand.weight",
+            "synthesis.block1_1.expand.weight",
+        ] {
+            let grad = deep_vs.variables()[name].grad();
+            assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
+        }
     }
 
     /// The rounded proxy scores the symbols the coder would see: the same bits on every
