@@ -173,9 +173,11 @@ type OwnedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
 /// The metadata key of [`ModelConfig::residual_blocks`]; absent means 0.
 const RESIDUAL_BLOCKS: &str = "residual_blocks";
 
-/// The most residual blocks per stage a model file may declare: far above anything
-/// trained, low enough that a damaged header cannot make the loader build a huge network.
-const MAX_RESIDUAL_BLOCKS: i64 = 8;
+/// The most residual blocks per stage a core may have. Each block widens the transforms'
+/// reach (by 0.75 latent positions in the synthesis, 12 pixels in the analysis), and the
+/// codec's tile margins (`codec/tiles.rs`, `effort.rs`) hold that of two: the realism
+/// decoder's 4.4 + 1.5 positions within its margin of 6. More needs wider margins first.
+pub const MAX_RESIDUAL_BLOCKS: i64 = 2;
 
 /// How many residual blocks per stage a training checkpoint has (a checkpoint carries
 /// no metadata; its tensor names say it).
@@ -935,6 +937,13 @@ mod tests {
             })
             .collect();
         assert!(files.windows(2).all(|w| w[0] == w[1]));
+        // A plain core's header is what it was before the residual blocks existed.
+        let (_, header) = SafeTensors::read_metadata(&files[0]).unwrap();
+        assert!(!header
+            .metadata()
+            .as_ref()
+            .unwrap()
+            .contains_key(RESIDUAL_BLOCKS));
         // And the sorted header is still one a reader takes.
         assert!(SafeTensors::deserialize(&files[0]).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();

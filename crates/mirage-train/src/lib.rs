@@ -237,6 +237,14 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         }
     } else if let Some(init) = &o.init_from {
         let base = crate::model_file::ModelFile::load(init)?;
+        // Filling a shallower network would drop the file's blocks without a word.
+        if base.config.residual_blocks > o.config.residual_blocks {
+            anyhow::bail!(
+                "{} has {} residual blocks per stage; pass --residual-blocks {0} or more",
+                init.display(),
+                base.config.residual_blocks
+            );
+        }
         let fresh = base.fill_available(&vs)?;
         refit_prior(&model, o)?;
         // Say which parts start fresh: the density network always (it is refitted to
@@ -261,6 +269,12 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 parts.join(", ")
             }
         );
+    }
+    if adam.step == 0 {
+        // A new run draws its training noise from the seed whatever the network drew
+        // for its initial weights, so that two runs that differ only in their residual
+        // blocks also see the same noise.
+        tch::manual_seed(o.seed as i64);
     }
     // The average starts at the weights as they are now, or takes up the run's file.
     let ema_path = o.run_dir.join("ema.safetensors");

@@ -145,8 +145,9 @@ impl Codec {
 /// memory stays bounded: it differentiates through the synthesis, whose activations and
 /// gradients grow with the area. Each tile optimises its own part of the objective (the
 /// distortion of its core pixels and the bits of its core latents) over its core and
-/// margin, and keeps only the core; the synthesis reaches about 2 latent positions, so a
-/// margin of 4 lets a tile see what its neighbours decode. Tile and margin are even, so
+/// margin, and keeps only the core; the synthesis reaches about 2 latent positions (3.5
+/// with two residual blocks per stage), so a margin of 4 lets a tile see what its
+/// neighbours decode. Tile and margin are even, so
 /// the context model's checkerboard keeps the parity it has on the whole latent. Tiles
 /// are 48 × 48 positions (768² pixels): a Kodak image is refined in one piece, exactly
 /// as an untiled refinement.

@@ -56,10 +56,11 @@ pub(crate) enum TrainCommand {
         /// Train with the spatial–channel context model.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         context: bool,
-        /// Residual bottleneck blocks on each low-resolution stage of both transforms.
-        /// With --init-from a plain core they start as the identity, so the run begins
-        /// exactly at that core and grows them.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=8))]
+        /// Residual bottleneck blocks on each low-resolution stage of both transforms
+        /// (at most 2, what the codec's tile margins hold). With --init-from a core that
+        /// has fewer, the new ones start as the identity, so the run begins exactly at
+        /// that core and grows them.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=2))]
         residual_blocks: i64,
         /// A new run starts from this shipped model's transforms (its density network
         /// and any missing context layers start fresh).

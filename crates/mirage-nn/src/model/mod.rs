@@ -224,7 +224,7 @@ impl Hyperprior {
         let hs = p / "hyper_synthesis";
         let gains = initial_gains(LEVELS, m);
         let hyper_gains = initial_gains(LEVELS, n).sqrt();
-        Hyperprior {
+        let mut model = Hyperprior {
             config,
             precision,
             analysis: vec![
@@ -236,7 +236,7 @@ impl Hyperprior {
             analysis_gdn: (0..3)
                 .map(|i| Gdn::new(&a / format!("gdn{i}"), n, false))
                 .collect(),
-            analysis_blocks: stage_blocks(&a, 3, &ANALYSIS_BLOCK_STAGES, residual_blocks, n),
+            analysis_blocks: vec![],
             synthesis: Synthesis {
                 convs: vec![
                     Conv::up(&s / "conv0", m, n, 5, 2),
@@ -247,7 +247,7 @@ impl Hyperprior {
                 igdn: (0..3)
                     .map(|i| Gdn::new(&s / format!("igdn{i}"), n, true))
                     .collect(),
-                blocks: stage_blocks(&s, 3, &SYNTHESIS_BLOCK_STAGES, residual_blocks, n),
+                blocks: vec![],
                 precision,
             },
             hyper_analysis: vec![
@@ -266,7 +266,13 @@ impl Hyperprior {
             inverse_gain: p.var_copy("inverse_gain", &gains.reciprocal()),
             hyper_gain: p.var_copy("hyper_gain", &hyper_gains),
             inverse_hyper_gain: p.var_copy("inverse_hyper_gain", &hyper_gains.reciprocal()),
-        }
+        };
+        // The blocks draw their initial weights last, so that every other layer (and
+        // the random stream a trainer goes on with) starts as it would without them:
+        // a comparison with and without blocks then differs in the blocks alone.
+        model.analysis_blocks = stage_blocks(&a, 3, &ANALYSIS_BLOCK_STAGES, residual_blocks, n);
+        model.synthesis.blocks = stage_blocks(&s, 3, &SYNTHESIS_BLOCK_STAGES, residual_blocks, n);
+        model
     }
 
     /// Image `[B, 3, H, W]` in [0, 1] (H, W multiples of 16) → latent `[B, M, H/16, W/16]`.

@@ -117,7 +117,8 @@ impl RealismGenerator {
     }
 
     /// `x_mse` `[B, 3, H, W]` (the synthesis output), `features` `[B, N, H/4, W/4]`
-    /// (the synthesis' activations after its second inverse GDN), `w` `[B]` in [0, 1],
+    /// (the synthesis' activations after its second inverse GDN and that stage's residual
+    /// blocks, if the core has any), `w` `[B]` in [0, 1],
     /// `noise` `[B, 1, H/4, W/4]` standard normal (ignored by a generator without
     /// noise inputs) → the realism decode `[B, 3, H, W]` (not clamped).
     pub fn forward(&self, x_mse: &Tensor, features: &Tensor, w: &Tensor, noise: &Tensor) -> Tensor {

@@ -17,7 +17,9 @@ use tch::{Device, Kind, Tensor};
 /// synthesis' receptive field reaches about 2 latent positions, so the margin makes
 /// the tiles seamless (`tests::tiles_are_seamless` compares with an untiled decode).
 /// The realism generator adds ten 3×3 convolutions at 1/4 resolution (2.5 latent
-/// positions) to that reach, so it gets a wider margin.
+/// positions) to that reach, so it gets a wider margin. A deepened core's residual blocks
+/// add 0.75 positions per block on each stage (a 3×3 convolution at 1/8 and one at 1/4
+/// resolution); the margins hold the two per stage that `MAX_RESIDUAL_BLOCKS` allows.
 pub(super) const TILE_ROWS: usize = 32;
 pub(super) const TILE_COLS: usize = 24;
 pub(super) const TILE_MARGIN: usize = 4;
@@ -25,8 +27,9 @@ pub(super) const REALISM_TILE_MARGIN: usize = 6;
 
 /// The encoder's analysis transform runs on tiles too, so that its memory stays bounded
 /// on large photos (untiled, an 11.8-megapixel encode peaked at 4.9 GB). Its receptive
-/// field is 61 pixels (four 5×5 convolutions at strides 2, 4, 8, 16): a margin of 4
-/// latent positions (64 pixels) holds all of it, so a tiled analysis equals the whole
+/// field is 61 pixels (four 5×5 convolutions at strides 2, 4, 8, 16; a deepened core adds
+/// 24 per block on each stage): a margin of 4 latent positions (64 pixels on each side)
+/// holds all of it, so a tiled analysis equals the whole
 /// one up to float rounding (`tests::tiled_analysis_matches_the_whole`). Tiles are
 /// 64 × 64 positions (1024² pixels): images up to that size are analysed in one piece,
 /// exactly as before.
