@@ -14,7 +14,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
 /// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.7", "v2.8"]
+    ["v2.3", "v2.8", "v2.9"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -75,6 +75,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "56f1112c9dd07556",
         release: "v2.6",
         commit: "ce6d45098db2",
+    },
+    RetiredCore {
+        id: "2f79340500924f53",
+        release: "v2.7",
+        commit: "86353f9fe989",
     },
 ];
 
