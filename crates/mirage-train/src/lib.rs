@@ -238,11 +238,11 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     } else if let Some(init) = &o.init_from {
         let base = crate::model_file::ModelFile::load(init)?;
         // Filling a shallower network would drop the file's blocks without a word.
-        if base.config.residual_blocks > o.config.residual_blocks {
+        let in_file = base.config.residual_blocks;
+        if in_file > o.config.residual_blocks {
             anyhow::bail!(
-                "{} has {} residual blocks per stage; pass --residual-blocks {0} or more",
-                init.display(),
-                base.config.residual_blocks
+                "{} has {in_file} residual blocks per stage; pass --residual-blocks {in_file} or more",
+                init.display()
             );
         }
         let fresh = base.fill_available(&vs)?;
