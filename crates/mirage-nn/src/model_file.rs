@@ -922,8 +922,7 @@ mod tests {
         let config = ModelConfig {
             n: 8,
             m: 16,
-            context: true,
-            residual_blocks: 0,
+            ..ModelConfig::default()
         };
         let vs = VarStore::new(Device::Cpu);
         let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);

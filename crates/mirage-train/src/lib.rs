@@ -183,7 +183,6 @@ fn refit_prior(model: &Hyperprior, o: &TrainOptions) -> Result<()> {
 }
 
 pub fn train(o: &TrainOptions) -> Result<()> {
-    std::fs::create_dir_all(&o.run_dir)?;
     let mut rng = StdRng::seed_from_u64(o.seed);
     tch::manual_seed(o.seed as i64);
     eprintln!("loading training images from {}", o.data.display());
@@ -276,6 +275,8 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         // blocks also see the same noise.
         tch::manual_seed(o.seed as i64);
     }
+    // Made only now, so that a refused start leaves no empty run directory behind.
+    std::fs::create_dir_all(&o.run_dir)?;
     // The average starts at the weights as they are now, or takes up the run's file.
     let ema_path = o.run_dir.join("ema.safetensors");
     let mut ema = o.ema_decay.map(|decay| WeightAverage::new(&vs, decay));

@@ -81,8 +81,7 @@ mod tests {
         let config = ModelConfig {
             n: 16,
             m: 32,
-            context: true,
-            residual_blocks: 0,
+            ..ModelConfig::default()
         };
         let vs = VarStore::new(Device::Cpu);
         let _net = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
