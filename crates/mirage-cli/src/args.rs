@@ -18,7 +18,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) model: Option<PathBuf>,
     /// Realism generator file (default: the bundled one made for the loaded core,
-    /// models/realism.safetensors or models/v1/realism.safetensors; or $MIRAGE_REALISM_MODEL).
+    /// models/realism.safetensors, or an earlier one in models/v2.3/ or models/v1/; or
+    /// $MIRAGE_REALISM_MODEL).
     #[arg(long, global = true)]
     pub(crate) realism_model: Option<PathBuf>,
     #[command(subcommand)]

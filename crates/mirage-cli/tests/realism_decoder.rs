@@ -173,3 +173,27 @@ fn the_bundled_generator_draws_no_grid_of_marks() {
         }
     }
 }
+
+/// When the bundled generator is retrained on a later core, the one it replaces stays
+/// beside the core it was trained on (`models/v2.3/`): files of that core, and of the
+/// releases that take its add-ons, keep decoding with it, while the bundled core takes
+/// its own.
+#[test]
+fn each_bundled_core_finds_the_generator_made_for_it() {
+    use mirage_nn::model_file::{DecoderFile, REALISM_FORMAT_NAME};
+    let id_of = |path: &Path| DecoderFile::load(path, REALISM_FORMAT_NAME).unwrap().id;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let current = id_of(&models.join("realism.safetensors"));
+    let fourth = id_of(&models.join("v2.3/realism.safetensors"));
+    assert_ne!(current, fourth, "two generators are bundled");
+    for (core, wanted) in [
+        (models.join("hyperprior.safetensors"), current),
+        (models.join("v2.3/hyperprior.safetensors"), fourth),
+        (models.join("v2.9/hyperprior.safetensors"), fourth),
+    ] {
+        let codec = Codec::load(&core).unwrap();
+        let add_ons = AddOns::bundled(&codec).unwrap();
+        let found = add_ons.realism.as_ref().map(|g| g.id);
+        assert_eq!(found, Some(wanted), "{}", core.display());
+    }
+}

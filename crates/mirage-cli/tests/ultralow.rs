@@ -523,7 +523,7 @@ fn the_mode_decodes_with_the_generator_it_was_trained_with() {
     let (codec, add_ons) = codec();
     let ultralow = add_ons.ultralow(&codec).unwrap();
     // The bundled add-ons find the generator the ultra-low model names, even when the
-    // main realism generator has moved on (models/ultralow-realism.safetensors).
+    // main realism generator has moved on (it stays beside its core, models/v2.3/).
     assert_eq!(
         add_ons.ultralow_realism(&codec).unwrap().id,
         ultralow.generator_id()

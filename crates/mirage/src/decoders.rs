@@ -25,9 +25,7 @@ use tch::{nn::VarStore, Device};
 
 use crate::codec::{flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
-use crate::ultralow::{
-    default_ultralow_path, is_ultralow, ultralow_generator_path, CaptionUse, UltralowCodec,
-};
+use crate::ultralow::{default_ultralow_path, is_ultralow, CaptionUse, UltralowCodec};
 use image::RgbImage;
 use std::time::Instant;
 
@@ -213,7 +211,7 @@ fn first_fitting<T>(
 
 /// Where to point a user whose core has no add-on of some kind.
 const ADD_ONS_HINT: &str =
-    "add-ons are bundled for the current core and for the v1 core, models/v1/hyperprior.safetensors; earlier releases of the current core have none";
+    "add-ons are bundled for Mirage's own cores: the current one, its kept releases and v1; another core needs its own (--realism-model, $MIRAGE_FLOW_MODEL, $MIRAGE_PREDICTOR_MODEL)";
 
 impl AddOns {
     /// The bundled add-ons that fit `codec` (a missing file, or one made for another
@@ -333,10 +331,7 @@ impl UltralowMode {
         }
         let file = DecoderFile::load(&path, ULTRALOW_FORMAT_NAME)?;
         let wanted = file.text("generator").unwrap_or_default().to_owned();
-        for generator_path in realism_paths()
-            .into_iter()
-            .chain([ultralow_generator_path()])
-        {
+        for generator_path in realism_paths() {
             let Some(generator) = fitting(&generator_path, |p| RealismDecoder::load(p, codec))?
             else {
                 continue;

@@ -44,13 +44,6 @@ pub fn default_ultralow_path() -> PathBuf {
         })
 }
 
-/// The realism generator the bundled ultra-low model was trained with, kept beside it
-/// when the main generator (`models/realism.safetensors`) moves on: an ultra-low file
-/// must decode to the same pixels whatever generator the core mode ships.
-pub fn ultralow_generator_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ultralow-realism.safetensors")
-}
-
 /// The number of operating points (`encode --mode ultralow --point N`).
 pub const POINT_COUNT: usize = POINTS.len();
 

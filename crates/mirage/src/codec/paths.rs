@@ -105,20 +105,30 @@ pub fn default_realism_path() -> std::path::PathBuf {
 }
 
 /// The bundled realism generators, each trained for one core: the default one, then
-/// v1's (or only `$MIRAGE_REALISM_MODEL`). A decoder takes the one made for its core.
+/// the earlier ones (or only `$MIRAGE_REALISM_MODEL`). A decoder takes the first made
+/// for its core, or for a core whose add-ons its core takes.
 pub fn realism_paths() -> Vec<std::path::PathBuf> {
     add_on_paths("MIRAGE_REALISM_MODEL", "realism.safetensors")
 }
 
+/// Where an add-on that a newer one replaced stays, beside the core it was trained on,
+/// so that the files of that core and of the releases that take its add-ons keep
+/// decoding the same: the fourth release's (`v2.3/`), then v1's.
+const EARLIER_ADD_ON_DIRS: [&str; 2] = ["v2.3", "v1"];
+
 /// The bundled add-ons of one kind, each trained for one core: the current core's
-/// (`models/<file>`), then v1's (`models/v1/<file>`); or only the file `$env` names.
+/// (`models/<file>`), then the earlier ones ([`EARLIER_ADD_ON_DIRS`]); or only the file
+/// `$env` names. A missing file is simply not there to fit.
 fn add_on_paths(env: &str, file: &str) -> Vec<std::path::PathBuf> {
     match std::env::var_os(env) {
         Some(path) => vec![path.into()],
-        None => vec![
+        None => std::iter::once(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{file}")),
-            v1_add_on_path(file),
-        ],
+        )
+        .chain(EARLIER_ADD_ON_DIRS.iter().map(|dir| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{dir}/{file}"))
+        }))
+        .collect(),
     }
 }
 
