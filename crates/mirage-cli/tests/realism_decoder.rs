@@ -44,12 +44,20 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn weight_zero_is_the_mse_decode_and_one_adds_detail() {
-    let (codec, add_ons) = codec();
+    // v1's generator on the v1 core, and the bundled generator on the bundled core.
+    let bundled = Codec::load(&mirage::codec::default_model_path()).unwrap();
+    let bundled_add_ons = AddOns::bundled(&bundled).unwrap();
+    for (codec, add_ons) in [codec(), (bundled, bundled_add_ons)] {
+        mse_at_zero_and_detail_at_one(&codec, &add_ons);
+    }
+}
+
+fn mse_at_zero_and_detail_at_one(codec: &Codec, add_ons: &AddOns) {
     let img = sample();
     let (bytes, _) = codec.compress(&img, RateTarget::Quality(15.0)).unwrap();
     let (mse, _) = codec.decompress(&bytes).unwrap();
-    let (zero, _) = decode(&codec, &add_ons, &bytes, Realism::Weight(0.0)).unwrap();
-    let (one, _) = decode(&codec, &add_ons, &bytes, Realism::Weight(1.0)).unwrap();
+    let (zero, _) = decode(codec, add_ons, &bytes, Realism::Weight(0.0)).unwrap();
+    let (one, _) = decode(codec, add_ons, &bytes, Realism::Weight(1.0)).unwrap();
     assert_eq!(
         differing(&mse, &zero),
         0,

@@ -539,6 +539,27 @@ fn the_mode_decodes_with_the_generator_it_was_trained_with() {
     let mut swapped = AddOns::bundled(&codec).unwrap();
     swapped.realism = None;
     assert!(decode(&swapped) == before);
+    // So does $MIRAGE_REALISM_MODEL naming the main generator: the mode still finds its
+    // own among the bundled ones.
+    let dir = tempfile::tempdir().unwrap();
+    let mrg = dir.path().join("u.mrg");
+    std::fs::write(&mrg, &bytes).unwrap();
+    let main_generator = mirage::codec::default_realism_path();
+    let decoded: Vec<image::RgbImage> = [None, Some(&main_generator)]
+        .iter()
+        .enumerate()
+        .map(|(i, env)| {
+            let png = dir.path().join(format!("{i}.png"));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_mirage"));
+            cmd.args(["--threads", "2", "decode", s(&mrg), s(&png)]);
+            if let Some(path) = env {
+                cmd.env("MIRAGE_REALISM_MODEL", path);
+            }
+            succeeded(&cmd.output().unwrap());
+            image::open(&png).unwrap().to_rgb8()
+        })
+        .collect();
+    assert!(decoded[0] == decoded[1]);
 }
 
 /// A later release of the core, exported with `takes_add_ons_of` the bundled one, or

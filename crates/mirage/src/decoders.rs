@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use tch::{nn::VarStore, Device};
 
-use crate::codec::{flow_paths, predictor_paths, realism_paths};
+use crate::codec::{bundled_realism_paths, flow_paths, predictor_paths, realism_paths};
 use crate::layout::realism_map;
 use crate::ultralow::{default_ultralow_path, is_ultralow, CaptionUse, UltralowCodec};
 use image::RgbImage;
@@ -256,7 +256,7 @@ impl AddOns {
         }
         mode.as_ref().ok_or_else(|| {
             MirageError::BadParameter(
-                "the ultra-low mode needs models/ultralow.safetensors made for this core and its bundled realism generator (only the current core has one)".into(),
+                "the ultra-low mode needs models/ultralow.safetensors made for this core (or one whose add-ons it takes) and the bundled realism generator that file names".into(),
             )
         })
     }
@@ -322,8 +322,9 @@ impl AddOns {
 }
 
 impl UltralowMode {
-    /// The bundled ultra-low model made for `codec`, with the generator it names: the
-    /// main one, or the one kept for it when the main generator has moved on.
+    /// The bundled ultra-low model made for `codec`, with the generator it names: found
+    /// among `$MIRAGE_REALISM_MODEL` and the bundled generators (the current one, or the
+    /// one kept beside its core since the main generator moved on).
     fn bundled(codec: &Codec) -> Result<Option<UltralowMode>> {
         let path = default_ultralow_path();
         if !path.exists() {
@@ -331,7 +332,13 @@ impl UltralowMode {
         }
         let file = DecoderFile::load(&path, ULTRALOW_FORMAT_NAME)?;
         let wanted = file.text("generator").unwrap_or_default().to_owned();
-        for generator_path in realism_paths() {
+        let mut candidates = realism_paths();
+        for path in bundled_realism_paths() {
+            if !candidates.contains(&path) {
+                candidates.push(path);
+            }
+        }
+        for generator_path in candidates {
             let Some(generator) = fitting(&generator_path, |p| RealismDecoder::load(p, codec))?
             else {
                 continue;

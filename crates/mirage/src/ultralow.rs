@@ -5,8 +5,8 @@
 //! caption) into a `.mrg` container whose header says `decoder = 1`. `decompress`
 //! reads the indices with nothing but their width, looks up the codes, predicts the
 //! core's latent with the grid decoder (seeded noise) and draws the image with the
-//! core's synthesis and the bundled realism generator at the file's weight (1 unless
-//! told otherwise). The network layers live in `mirage_nn::model::ultralow`.
+//! core's synthesis and the realism generator the model names (a bundled one) at the
+//! file's weight (1 unless told otherwise). The network layers live in `mirage_nn::model::ultralow`.
 //!
 //! A caption, when the file has one and the model was trained with captions, is
 //! embedded by the sentence encoder all-MiniLM-L6-v2 (`mirage_text`, loaded at the

@@ -29,8 +29,9 @@ use tiles::{tiles, TILE_MARGIN};
 mod paths;
 mod tiles;
 pub use paths::{
-    bundled_core_path, default_flow_path, default_model_path, default_realism_path,
-    earlier_model_paths, flow_paths, predictor_paths, realism_paths, v1_add_on_path, v1_model_path,
+    bundled_core_path, bundled_realism_paths, default_flow_path, default_model_path,
+    default_realism_path, earlier_model_paths, flow_paths, predictor_paths, realism_paths,
+    v1_add_on_path, v1_model_path,
 };
 #[cfg(test)]
 mod tests;

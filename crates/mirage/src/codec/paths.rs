@@ -122,14 +122,24 @@ const EARLIER_ADD_ON_DIRS: [&str; 2] = ["v2.3", "v1"];
 fn add_on_paths(env: &str, file: &str) -> Vec<std::path::PathBuf> {
     match std::env::var_os(env) {
         Some(path) => vec![path.into()],
-        None => std::iter::once(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{file}")),
-        )
+        None => bundled_add_on_paths(file),
+    }
+}
+
+/// The bundled add-ons of one kind, whatever the environment says: `models/<file>`,
+/// then the earlier ones ([`EARLIER_ADD_ON_DIRS`]).
+fn bundled_add_on_paths(file: &str) -> Vec<std::path::PathBuf> {
+    std::iter::once(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{file}")))
         .chain(EARLIER_ADD_ON_DIRS.iter().map(|dir| {
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../models/{dir}/{file}"))
         }))
-        .collect(),
-    }
+        .collect()
+}
+
+/// The bundled realism generators, ignoring `$MIRAGE_REALISM_MODEL`: the ultra-low mode
+/// needs the one its model names, whichever generator the user chose for the core mode.
+pub fn bundled_realism_paths() -> Vec<std::path::PathBuf> {
+    bundled_add_on_paths("realism.safetensors")
 }
 
 /// An add-on made for the v1 core, `models/v1/<file>`.
