@@ -12,6 +12,7 @@ use crate::metrics;
 use crate::progress;
 use anyhow::{bail, Result};
 use mirage::decoders::AddOns;
+use mirage_eval::excess_detail::excess_detail;
 use mirage_eval::grid_marks::GridMarks;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -345,12 +346,12 @@ pub fn run_decoders(
         "decodes",
     );
     let mut csv = String::from(
-        "image,target_bpp,decoder,bpp,psnr,ms_ssim,ssimulacra2,detail_ratio,grid_marks,decode_s\n",
+        "image,target_bpp,decoder,bpp,psnr,ms_ssim,ssimulacra2,detail_ratio,grid_marks,excess_detail,decode_s\n",
     );
     let mut table = String::new();
-    let _ = writeln!(table, "Mean over {} images; each image is encoded once per target (largest file at or under it) and every decoder decodes that same file. Detail ratio: mean |Laplacian| of the decode over the original's. Grid marks: the largest excess, over periods 2–16 pixels, of the grid-locked texture the decoder adds to the MSE decode over the original's own (RMS levels of the mean P×P pattern, `mirage_eval::grid_marks`; 0 for the MSE decode, and periodic marks raise it). Decode time: wall-clock seconds per image, {} threads.\n", paths.len(), tch::get_num_threads());
-    let mut header = "| target bpp | decoder | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | detail ratio | grid marks | decode s |".to_string();
-    let mut rule = "|---|---|---|---|---|---|---|---|---|".to_string();
+    let _ = writeln!(table, "Mean over {} images; each image is encoded once per target (largest file at or under it) and every decoder decodes that same file. Detail ratio: mean |Laplacian| of the decode over the original's. Grid marks: the largest excess, over periods 2–16 pixels, of the grid-locked texture the decoder adds to the MSE decode over the original's own (RMS levels of the mean P×P pattern, `mirage_eval::grid_marks`; 0 for the MSE decode, and periodic marks raise it). Excess detail: the fine detail the decoder adds to the MSE decode beyond the original's own, per 16×16 cell (RMS Laplacian of luma in levels, `mirage_eval::excess_detail`; 0 for the MSE decode, and hatching of flat areas raises it). Decode time: wall-clock seconds per image, {} threads.\n", paths.len(), tch::get_num_threads());
+    let mut header = "| target bpp | decoder | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | detail ratio | grid marks | excess detail | decode s |".to_string();
+    let mut rule = "|---|---|---|---|---|---|---|---|---|---|".to_string();
     let mut measure_names: Vec<String> = vec![];
     // Warm-up: libtorch builds its convolution kernels on first use.
     if let Some(img) = originals.first() {
@@ -372,7 +373,7 @@ pub fn run_decoders(
             .collect::<Result<_>>()?;
         for column in &o.columns {
             let mut decoded = vec![];
-            let mut sums = [0f64; 7];
+            let mut sums = [0f64; 8];
             for (((path, img), bytes), mse) in
                 paths.iter().zip(&originals).zip(&files).zip(&mse_decodes)
             {
@@ -386,11 +387,12 @@ pub fn run_decoders(
                     metrics::ssimulacra2(img, &out).unwrap_or(f64::NAN),
                     detail_ratio(img, &out),
                     GridMarks::measure(img, mse, &out).map_or(f64::NAN, |g| g.worst_excess()),
+                    excess_detail(img, mse, &out).unwrap_or(f64::NAN),
                     decode_s,
                 ];
                 let _ = writeln!(
                     csv,
-                    "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.3},{:.4}",
+                    "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.3},{:.3},{:.4}",
                     path.file_stem().unwrap_or_default().to_string_lossy(),
                     column.label(),
                     values[0],
@@ -399,7 +401,8 @@ pub fn run_decoders(
                     values[3],
                     values[4],
                     values[5],
-                    values[6]
+                    values[6],
+                    values[7]
                 );
                 for (s, v) in sums.iter_mut().zip(values) {
                     *s += v;
@@ -409,7 +412,7 @@ pub fn run_decoders(
             }
             let n = paths.len() as f64;
             let mut line = format!(
-                "| {target} | {} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.2} | {:.3} |",
+                "| {target} | {} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.2} | {:.2} | {:.3} |",
                 column.label(),
                 sums[0] / n,
                 sums[1] / n,
@@ -417,7 +420,8 @@ pub fn run_decoders(
                 sums[3] / n,
                 sums[4] / n,
                 sums[5] / n,
-                sums[6] / n
+                sums[6] / n,
+                sums[7] / n
             );
             for measure in set_measures {
                 for (name, value) in bar.suspend(|| measure(&originals, &decoded))? {

@@ -10,6 +10,8 @@
 //! - [`metrics`]: PSNR, MS-SSIM, SSIMULACRA2, butteraugli;
 //! - [`grid_marks`]: texture locked to a network's sampling grid (the realism decoder's
 //!   periodic marks);
+//! - [`excess_detail`]: fine texture added where the original has none (the realism
+//!   decoder's hatching of flat areas);
 //! - [`bd_rate`]: Bjøntegaard delta rate with PCHIP interpolation;
 //! - [`report`]: CSV, Markdown, SVG plot, HTML with crops;
 //! - [`set_measure`]: measures of a whole set of decodes (Mirage's MFD/MKD plug in here);
@@ -29,6 +31,7 @@
 
 pub mod bd_rate;
 pub mod codecs;
+pub mod excess_detail;
 pub mod grid_marks;
 pub mod metrics;
 pub mod rate_match;

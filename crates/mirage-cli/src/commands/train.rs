@@ -111,6 +111,10 @@ pub(crate) enum TrainCommand {
         /// Extra weight of the error's colour (Cb, Cr), against invented colour speckle.
         #[arg(long, default_value_t = 0.0)]
         k_chroma: f64,
+        /// Weight of the fine detail added beyond the original's, per 16×16 cell, against
+        /// hatching on flat areas (0: off, as v1–v3 were trained).
+        #[arg(long, default_value_t = 0.0)]
+        k_excess: f64,
         /// Give every block seeded noise inputs (v2; false builds v1's generator).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         noise: bool,
@@ -512,6 +516,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_adv,
             k_grid,
             k_chroma,
+            k_excess,
             noise,
             init_from,
             r1_gamma,
@@ -539,6 +544,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             k_adv,
             k_grid,
             k_chroma,
+            k_excess,
             init_from,
             r1_gamma,
             scales,

@@ -14,7 +14,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
 /// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.8", "v2.9"]
+    ["v2.3", "v2.9", "v2.10"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,6 +81,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         release: "v2.7",
         commit: "86353f9fe989",
     },
+    RetiredCore {
+        id: "0329c775bb2df37a",
+        release: "v2.8",
+        commit: "1ed625d0a790",
+    },
 ];
 
 /// The last commit that bundled v2.0, v2.1, v2.2 and v2.4.
@@ -113,8 +118,9 @@ pub fn realism_paths() -> Vec<std::path::PathBuf> {
 
 /// Where an add-on that a newer one replaced stays, beside the core it was trained on,
 /// so that the files of that core and of the releases that take its add-ons keep
-/// decoding the same: the fourth release's (`v2.3/`), then v1's.
-const EARLIER_ADD_ON_DIRS: [&str; 2] = ["v2.3", "v1"];
+/// decoding the same: the eleventh release's (`v2.10/`, the realism generator v3), the
+/// fourth's (`v2.3/`), then v1's.
+const EARLIER_ADD_ON_DIRS: [&str; 3] = ["v2.10", "v2.3", "v1"];
 
 /// The bundled add-ons of one kind, each trained for one core: the current core's
 /// (`models/<file>`), then the earlier ones ([`EARLIER_ADD_ON_DIRS`]); or only the file
