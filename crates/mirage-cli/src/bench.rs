@@ -328,7 +328,8 @@ pub struct DecoderBenchOptions {
 /// `mirage bench decoders`: the same bitstreams decoded several ways (hallucination
 /// weights), with fidelity (PSNR, MS-SSIM, SSIMULACRA2), the detail ratio (mean
 /// |Laplacian| of the decode over that of the original: 1 means as much fine detail as
-/// the original, whatever it is), the set-level measures, and decode time.
+/// the original, whatever it is), grid marks and excess detail (texture added over the
+/// MSE decode beyond the original's own), the set-level measures, and decode time.
 pub fn run_decoders(
     codec: &Codec,
     add_ons: &AddOns,
@@ -366,7 +367,8 @@ pub fn run_decoders(
             .iter()
             .map(|img| Ok(codec.compress(img, RateTarget::Bpp(target))?.0))
             .collect::<Result<_>>()?;
-        // The reference for the grid-marks measure: what the decoder adds to this.
+        // The reference for the grid-marks and excess-detail measures: what the decoder
+        // adds to this.
         let mse_decodes: Vec<image::RgbImage> = files
             .iter()
             .map(|bytes| Ok(codec.decompress(bytes)?.0))

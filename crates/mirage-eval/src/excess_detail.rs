@@ -15,7 +15,8 @@
 //! (original − MSE decode); the positive part, averaged over cells, as an RMS in levels.
 //! It is 0 for the MSE decode and for the original, grows with hatching on flat areas,
 //! and does not care about the texture's phase or orientation. The realism trainer's
-//! `--k-excess` term is the same quantity on tensors.
+//! `--k-excess` term compares the same per-cell energies on tensors, squared and on
+//! images in [0, 1], with added detail up to twice the original's left free.
 
 use image::RgbImage;
 

@@ -135,9 +135,8 @@ const EXCESS_CELL: i64 = 16;
 /// Added detail up to this multiple of the original's own, per cell, costs nothing.
 /// Restored random texture matches the original's energy only on average: cell by cell
 /// it falls above and below it by chance, and without the margin the term also taxes
-/// that. Without it (and with `--k-excess 200`) the first run's generator fell back almost
-/// to the MSE decode within 500 steps (detail ratio 0.35 at w = 1, v3 0.94). With the
-/// margin the term bites where the original is (nearly) flat, where the hatching is.
+/// that. With the margin the term bites where the original is (nearly) flat, where the
+/// hatching is.
 const EXCESS_TOLERANCE: f64 = 2.0;
 
 /// Per image `[B]`: the mean over `EXCESS_CELL`² cells of the positive part of the mean
