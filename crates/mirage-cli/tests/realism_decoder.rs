@@ -34,6 +34,26 @@ fn decode(
         .decompress(codec, bytes)
 }
 
+/// One of the test crops (`crates/mirage/tests/data/NAME`) coded at quality 20, and its
+/// file decoded at w = 0 and at `weight`: `(original, mse, realism)`.
+fn crop_decoded_at(
+    codec: &Codec,
+    add_ons: &AddOns,
+    name: &str,
+    weight: f32,
+) -> (image::RgbImage, image::RgbImage, image::RgbImage) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data");
+    let original = mirage::image_io::read_image(&data.join(name))
+        .unwrap()
+        .image;
+    let (file, _) = codec
+        .compress(&original, RateTarget::Quality(20.0))
+        .unwrap();
+    let (mse, _) = decode(codec, add_ons, &file, Realism::Weight(0.0)).unwrap();
+    let (real, _) = decode(codec, add_ons, &file, Realism::Weight(weight)).unwrap();
+    (original, mse, real)
+}
+
 fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
     a.as_raw()
         .iter()
@@ -153,7 +173,6 @@ fn a_generator_for_another_model_is_refused() {
 /// the check can fail.
 #[test]
 fn the_bundled_generator_draws_no_grid_of_marks() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data");
     for (model, clean) in [
         (mirage::codec::default_model_path(), true),
         (mirage::codec::v1_model_path(), false),
@@ -161,14 +180,7 @@ fn the_bundled_generator_draws_no_grid_of_marks() {
         let codec = Codec::load(&model).unwrap();
         let add_ons = AddOns::bundled(&codec).unwrap();
         for name in ["kodim04-face.png", "kodim13-gravel.png", "kodim23-crop.png"] {
-            let original = mirage::image_io::read_image(&data.join(name))
-                .unwrap()
-                .image;
-            let (file, _) = codec
-                .compress(&original, RateTarget::Quality(20.0))
-                .unwrap();
-            let (mse, _) = decode(&codec, &add_ons, &file, Realism::Weight(0.0)).unwrap();
-            let (real, _) = decode(&codec, &add_ons, &file, Realism::Weight(1.0)).unwrap();
+            let (original, mse, real) = crop_decoded_at(&codec, &add_ons, name, 1.0);
             let marks = mirage_eval::grid_marks::GridMarks::measure(&original, &mse, &real)
                 .unwrap()
                 .worst_excess();
@@ -190,17 +202,9 @@ fn the_bundled_generator_draws_no_grid_of_marks() {
 /// either decode, scores 0 for both.
 #[test]
 fn the_bundled_generator_does_not_hatch_flat_skin() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data");
     let codec = Codec::load(&mirage::codec::default_model_path()).unwrap();
     let add_ons = AddOns::bundled(&codec).unwrap();
-    let original = mirage::image_io::read_image(&data.join("kodim04-face.png"))
-        .unwrap()
-        .image;
-    let (file, _) = codec
-        .compress(&original, RateTarget::Quality(20.0))
-        .unwrap();
-    let (mse, _) = decode(&codec, &add_ons, &file, Realism::Weight(0.0)).unwrap();
-    let (real, _) = decode(&codec, &add_ons, &file, Realism::Weight(2.0 / 3.0)).unwrap();
+    let (original, mse, real) = crop_decoded_at(&codec, &add_ons, "kodim04-face.png", 2.0 / 3.0);
     let excess = mirage_eval::excess_detail::excess_detail(&original, &mse, &real).unwrap();
     assert!(excess < 2.0, "{excess}");
 }

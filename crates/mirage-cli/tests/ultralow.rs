@@ -587,7 +587,7 @@ fn later_core(takes_add_ons: bool, name: &str) -> Codec {
     let out = dir.join("core.safetensors");
     export(
         &checkpoint,
-        bundled.config,
+        bundled.config.context,
         takes_add_ons.then_some(&bundled),
         &out,
     )

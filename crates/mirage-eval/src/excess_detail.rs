@@ -89,15 +89,8 @@ pub fn excess_detail(original: &RgbImage, mse: &RgbImage, decode: &RgbImage) -> 
 mod tests {
     use super::*;
 
-    /// A smooth ramp with seeded noise of ±`amplitude` levels: texture with no phase.
     fn noisy(seed: u32, amplitude: i32) -> RgbImage {
-        let mut state = seed;
-        RgbImage::from_fn(256, 192, |x, y| {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let n = ((state >> 16) % (2 * amplitude as u32 + 1)) as i32 - amplitude;
-            let v = (96 + (x / 8) as i32 + (y / 8) as i32 + n).clamp(0, 255) as u8;
-            image::Rgb([v, v, v])
-        })
+        crate::test_images::noisy_ramp(256, 192, seed, amplitude)
     }
 
     /// Diagonal stripes of ±`amplitude` levels with a period of about 4.5 pixels, the

@@ -92,15 +92,8 @@ impl GridMarks {
 mod tests {
     use super::*;
 
-    /// A smooth image with seeded noise, as a stand-in for texture with no phase.
     fn noisy(seed: u32, amplitude: i32) -> RgbImage {
-        let mut state = seed;
-        RgbImage::from_fn(512, 384, |x, y| {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let n = ((state >> 16) % (2 * amplitude as u32 + 1)) as i32 - amplitude;
-            let v = (96 + (x / 8) as i32 + (y / 8) as i32 + n).clamp(0, 255) as u8;
-            image::Rgb([v, v, v])
-        })
+        crate::test_images::noisy_ramp(512, 384, seed, amplitude)
     }
 
     /// Adds a fixed 4 × 4 mark pattern of ±`amplitude` levels to every block; it has

@@ -38,6 +38,8 @@ pub mod rate_match;
 pub mod report;
 pub mod set_measure;
 pub mod suite;
+#[cfg(test)]
+mod test_images;
 
 pub use bd_rate::{bd_rate, bd_rate_checked, BdRateError, RatePoint};
 pub use codecs::{

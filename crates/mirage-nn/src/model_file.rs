@@ -10,6 +10,7 @@
 use crate::error::{MirageError, Result};
 use crate::model::flow::{FlowConfig, FlowRefiner};
 use crate::model::realism::{RealismConfig, RealismGenerator};
+use crate::model::widen::LatentGrowth;
 use crate::model::{layers::ConvPrecision, Hyperprior, ModelConfig, LEVELS};
 use half::f16;
 use mirage_entropy::CdfTable;
@@ -85,17 +86,21 @@ pub fn parse_id(hex: &str) -> Option<[u8; 8]> {
 /// for that core (realism generator, flow refiner, ConHa predictor, ultra-low model) were
 /// measured on this one and carried over (see [`TAKES_ADD_ONS_OF`]).
 ///
-/// The residual blocks of `config` are taken from the checkpoint, whose tensor names
-/// say how many it has: exported with fewer, a deepened core would silently lose them.
+/// The widths and the residual blocks are taken from the checkpoint, whose tensors say
+/// them: exported with fewer, a deepened core would silently lose its blocks, and a
+/// widened one would not load.
 pub fn export(
     checkpoint: &Path,
-    config: ModelConfig,
+    context: bool,
     takes_add_ons_of: Option<&ModelFile>,
     out: &Path,
 ) -> anyhow::Result<[u8; 8]> {
+    let (n, m) = widths_in(checkpoint)?;
     let config = ModelConfig {
+        n,
+        m,
+        context,
         residual_blocks: residual_blocks_in(checkpoint)?,
-        ..config
     };
     let mut vs = VarStore::new(Device::Cpu);
     let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
@@ -191,6 +196,26 @@ pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
         .take_while(|k| names.contains(&format!("synthesis.block0_{k}.expand.weight")))
         .count();
     Ok(blocks as i64)
+}
+
+/// The widths `(n, m)` of a training checkpoint's transforms and latent, read off the
+/// shape of the analysis's last layer (`[m, n, 5, 5]`).
+pub fn widths_in(checkpoint: &Path) -> anyhow::Result<(i64, i64)> {
+    let bytes = std::fs::read(checkpoint)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)?;
+    let tensors = header.tensors();
+    let shape = tensors
+        .get("analysis.conv3.weight")
+        .map(|info| info.shape.clone())
+        .ok_or_else(|| anyhow::anyhow!("{} has no analysis.conv3.weight", checkpoint.display()))?;
+    match shape[..] {
+        [m, n, _, _] => Ok((n as i64, m as i64)),
+        _ => anyhow::bail!(
+            "{}: analysis.conv3.weight is {shape:?}",
+            checkpoint.display()
+        ),
+    }
 }
 
 /// Every variable of a store (except those under `skip_prefix`) as f16, sorted by name.
@@ -867,37 +892,63 @@ impl ModelFile {
     /// Warm start for training: copies every weight the file has into `vs`, leaving
     /// the density network and layers the file lacks (a context model new to this
     /// run) at their initial values. Returns the names left as they were.
-    pub fn fill_available(&self, vs: &VarStore) -> Result<Vec<String>> {
+    ///
+    /// A run with more latent channels (`config.m`) than the file grows them
+    /// ([`LatentGrowth`]): the weights that differ in shape are moved into the wider
+    /// layout, and their names are returned in `grown`.
+    pub fn fill_available(&self, vs: &VarStore, config: ModelConfig) -> Result<WarmStart> {
         if self.decode_only {
             return Err(MirageError::InvalidModel {
                 path: "(loaded)".into(),
                 reason: "a decode-only core has no encoder to train from".into(),
             });
         }
-        let mut fresh = vec![];
+        let invalid = |reason: String| MirageError::InvalidModel {
+            path: "(loaded)".into(),
+            reason,
+        };
+        let growth = if config.m != self.config.m {
+            Some(LatentGrowth::new(self.config, config).map_err(invalid)?)
+        } else {
+            None
+        };
+        let mut start = WarmStart::default();
         tch::no_grad(|| {
             for (name, mut var) in vs.variables() {
                 match self.tensors.get(&name) {
                     Some((shape, values)) if !name.starts_with("prior.") => {
-                        if *shape != var.size() {
-                            return Err(MirageError::InvalidModel {
-                                path: "(loaded)".into(),
-                                reason: format!(
-                                    "{name} has shape {shape:?}, expected {:?}",
-                                    var.size()
-                                ),
-                            });
+                        let old = Tensor::from_slice(values).view(shape.as_slice());
+                        if *shape == var.size() {
+                            var.copy_(&old);
+                            continue;
                         }
-                        var.copy_(&Tensor::from_slice(values).view(shape.as_slice()));
+                        let Some(growth) = &growth else {
+                            return Err(invalid(format!(
+                                "{name} has shape {shape:?}, expected {:?}",
+                                var.size()
+                            )));
+                        };
+                        var.copy_(&growth.grow(&name, &old, &var).map_err(invalid)?);
+                        start.grown.push(name);
                     }
-                    _ => fresh.push(name),
+                    _ => start.fresh.push(name),
                 }
             }
             Ok(())
         })?;
-        fresh.sort();
-        Ok(fresh)
+        start.fresh.sort();
+        start.grown.sort();
+        Ok(start)
     }
+}
+
+/// What [`ModelFile::fill_available`] did not simply copy.
+#[derive(Debug, Default)]
+pub struct WarmStart {
+    /// Left at their initial values: the file has no such tensor.
+    pub fresh: Vec<String>,
+    /// Moved into a wider latent's layout.
+    pub grown: Vec<String>,
 }
 
 #[cfg(test)]
@@ -931,7 +982,7 @@ mod tests {
         let files: Vec<Vec<u8>> = (0..4)
             .map(|k| {
                 let out = dir.join(format!("model-{k}.safetensors"));
-                export(&checkpoint, config, None, &out).unwrap();
+                export(&checkpoint, config.context, None, &out).unwrap();
                 std::fs::read(out).unwrap()
             })
             .collect();
@@ -967,11 +1018,8 @@ mod tests {
         vs.save(&checkpoint).unwrap();
         assert_eq!(residual_blocks_in(&checkpoint).unwrap(), 1);
         let out = dir.join("model.safetensors");
-        let plain = ModelConfig {
-            residual_blocks: 0,
-            ..config
-        };
-        export(&checkpoint, plain, None, &out).unwrap();
+        // Widths and blocks come from the checkpoint, whatever the caller believes.
+        export(&checkpoint, config.context, None, &out).unwrap();
         assert_eq!(ModelFile::load(&out).unwrap().config, config);
 
         let bytes = std::fs::read(&out).unwrap();

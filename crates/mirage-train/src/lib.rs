@@ -129,8 +129,22 @@ pub fn elapsed_seconds(path: &std::path::Path) -> f64 {
 }
 
 /// Opens a CSV log for appending, writing its header if it is new.
+///
+/// An existing log must have the same columns: rows of a newer trainer appended under an
+/// older header would be read as the wrong quantities.
 pub fn open_log(path: &std::path::Path, header: &str) -> Result<std::fs::File> {
-    let new = !path.exists();
+    // An empty file (a run killed before its first line) counts as new.
+    let new = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+    if !new {
+        let text = std::fs::read_to_string(path)?;
+        let existing = text.lines().next().unwrap_or("");
+        if existing != header {
+            anyhow::bail!(
+                "{} has the columns {existing:?}, this trainer writes {header:?}; move it aside to resume",
+                path.display()
+            );
+        }
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -162,6 +176,22 @@ pub(crate) fn save_snapshot(
     let dir = run_dir.join("snapshots");
     std::fs::create_dir_all(&dir)?;
     save_atomically(vs, &dir.join(format!("{name}-{step}.safetensors")))
+}
+
+/// The latent width a core run goes on with when none is asked for: its checkpoint's
+/// (resuming), else that of the core it starts from, else the default.
+pub fn latent_channels_of(
+    run_dir: &std::path::Path,
+    init_from: Option<&std::path::Path>,
+) -> Result<i64> {
+    let checkpoint = run_dir.join("model.safetensors");
+    Ok(if checkpoint.exists() {
+        model_file::widths_in(&checkpoint)?.1
+    } else if let Some(init) = init_from {
+        crate::model_file::ModelFile::load(init)?.config.m
+    } else {
+        ModelConfig::default().m
+    })
 }
 
 /// Fits the density network of the hyper-latent to the `--init-from` model's tables.
@@ -216,6 +246,13 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     if model_path.exists() {
         // `VarStore::load` would fail on blocks the checkpoint lacks but silently drop
         // blocks it has that this run would not build.
+        let (n, m) = model_file::widths_in(&model_path)?;
+        if (n, m) != (o.config.n, o.config.m) {
+            anyhow::bail!(
+                "{} has n = {n}, m = {m}; resume it with --n {n} --m {m}",
+                model_path.display()
+            );
+        }
         let in_checkpoint = model_file::residual_blocks_in(&model_path)?;
         if in_checkpoint != o.config.residual_blocks {
             anyhow::bail!(
@@ -244,7 +281,16 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 init.display()
             );
         }
-        let fresh = base.fill_available(&vs)?;
+        let start = base.fill_available(&vs, o.config)?;
+        let fresh = start.fresh;
+        if !start.grown.is_empty() {
+            eprintln!(
+                "latent grown from {} to {} channels: {} tensors moved into the wider layout",
+                base.config.m,
+                o.config.m,
+                start.grown.len()
+            );
+        }
         refit_prior(&model, o)?;
         // Say which parts start fresh: the density network always (it is refitted to
         // the shipped tables above), the context model only if the file had none, the
@@ -277,6 +323,12 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     }
     // Made only now, so that a refused start leaves no empty run directory behind.
     std::fs::create_dir_all(&o.run_dir)?;
+    if !model_path.exists() {
+        // The step-0 checkpoint: a grown or deepened start can be exported and measured
+        // before any training (`--steps 0`), and a run killed early resumes from it.
+        save_atomically(&vs, &model_path)?;
+        adam.save(&adam_path)?;
+    }
     // The average starts at the weights as they are now, or takes up the run's file.
     let ema_path = o.run_dir.join("ema.safetensors");
     let mut ema = o.ema_decay.map(|decay| WeightAverage::new(&vs, decay));
@@ -399,4 +451,28 @@ fn validate(model: &Hyperprior, crops: &[Tensor], rate: f32) -> (f64, f64) {
         let n = crops.len().max(1) as f64;
         (bpp / n, psnr / n)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run resumed by a trainer that logs other columns is refused, rather than
+    /// appending rows that the old header would misname.
+    #[test]
+    fn a_log_with_other_columns_is_not_appended_to() {
+        let dir = std::env::temp_dir().join(format!("mirage-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log.csv");
+        std::fs::remove_file(&path).ok();
+        writeln!(open_log(&path, "step,psnr").unwrap(), "50,30.1").unwrap();
+        writeln!(open_log(&path, "step,psnr").unwrap(), "100,30.2").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "step,psnr\n50,30.1\n100,30.2\n"
+        );
+        let refused = open_log(&path, "step,psnr,excess").unwrap_err().to_string();
+        assert!(refused.contains("move it aside"), "{refused}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -307,7 +307,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
     let open_log = |name: &str, header: &str| super::open_log(&o.run_dir.join(name), header);
     let mut log = open_log(
         "log.csv",
-        "step,wall_seconds,psnr,d_loss,g_adv,g_fm,d_real,d_fake,grid",
+        "step,wall_seconds,psnr,d_loss,g_adv,g_fm,d_real,d_fake,grid,excess",
     )?;
     let mut val_log = open_log(
         "validation.csv",
@@ -316,7 +316,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
 
     let bar = progress::bar((o.steps - g_adam.step).max(0) as u64, "training realism");
     let start = Instant::now();
-    let mut acc = [0f64; 7];
+    let mut acc = [0f64; 8];
     let mut acc_n = 0;
     // A warm-started generator meets fresh discriminators: train them alone first, so
     // their first, random gradients do not undo what the generator had learnt.
@@ -391,11 +391,9 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
         let mse = mse_per_image(&x_hat, &x);
         let grid = grid_energy(&(&x_hat - &x));
         let chroma = chroma_energy(&(&x_hat - &x));
-        let excess = if o.k_excess > 0.0 {
-            excess_detail_energy(&(&x_hat - &x_mse), &(&x - &x_mse))
-        } else {
-            Tensor::zeros([o.batch as i64], (Kind::Float, Device::Cpu))
-        };
+        // Computed (and logged) even when it is not trained on: it is cheap, and the
+        // log then shows a run drifting into hatching.
+        let excess = excess_detail_energy(&(&x_hat - &x_mse), &(&x - &x_mse));
         let g_loss = (&mse * o.k_mse
             + &chroma * o.k_chroma
             + &grid * o.k_grid
@@ -422,6 +420,9 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
             d_real.mean(Kind::Float).double_value(&[]),
             d_fake.mean(Kind::Float).double_value(&[]),
             grid.mean(Kind::Float).sqrt().double_value(&[]) * 255.0,
+            // As an RMS in levels, like `mirage_eval::excess_detail` (which has no
+            // margin, so it reads higher on the same decodes).
+            excess.mean(Kind::Float).sqrt().double_value(&[]) * 255.0,
         ];
         for (a, v) in acc.iter_mut().zip(values) {
             *a += v;
@@ -437,7 +438,7 @@ pub fn train(o: &RealismTrainOptions) -> Result<()> {
                 .collect();
             writeln!(log, "{done},{wall:.1},{}", m.join(","))?;
             bar.set_message(format!("psnr {} d {} fm {}", m[0], m[1], m[3]));
-            acc = [0.0; 7];
+            acc = [0.0; 8];
             acc_n = 0;
         }
         if done % o.validate_every == 0 || done == o.steps {

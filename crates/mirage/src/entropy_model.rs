@@ -98,7 +98,7 @@ mod tests {
         let checkpoint = dir.join("model.safetensors");
         vs.save(&checkpoint).unwrap();
         let file_path = dir.join("exported.safetensors");
-        crate::model_file::export(&checkpoint, config, None, &file_path).unwrap();
+        crate::model_file::export(&checkpoint, config.context, None, &file_path).unwrap();
         let file = ModelFile::load(&file_path).unwrap();
         assert!(file.takes_add_ons_of.is_empty());
         // A release that takes the add-ons of this one, and one after it: the list is
@@ -107,9 +107,9 @@ mod tests {
             dir.join("second.safetensors"),
             dir.join("third.safetensors"),
         );
-        crate::model_file::export(&checkpoint, config, Some(&file), &second).unwrap();
+        crate::model_file::export(&checkpoint, config.context, Some(&file), &second).unwrap();
         let second = ModelFile::load(&second).unwrap();
-        crate::model_file::export(&checkpoint, config, Some(&second), &third).unwrap();
+        crate::model_file::export(&checkpoint, config.context, Some(&second), &third).unwrap();
         let third = ModelFile::load(&third).unwrap();
         assert_eq!(second.takes_add_ons_of, vec![file.id]);
         assert_eq!(third.takes_add_ons_of, vec![second.id, file.id]);

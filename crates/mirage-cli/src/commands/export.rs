@@ -5,7 +5,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use mirage::codec::{default_model_path, Codec};
 use mirage_nn::model::realism::RealismConfig;
-use mirage_nn::model::ModelConfig;
 use mirage_nn::model_file::{export, export_flow, export_realism, id_hex};
 use mirage_realism_measure::train::export_extractor;
 use std::path::PathBuf;
@@ -15,11 +14,8 @@ pub(crate) enum ExportCommand {
     /// Write the shipped model file from a training checkpoint.
     Core {
         #[arg(long, default_value = "runs/hyperprior/model.safetensors")]
+        /// The widths (n, m) and residual blocks are read from its tensors.
         checkpoint: PathBuf,
-        #[arg(long, default_value_t = 96)]
-        n: i64,
-        #[arg(long, default_value_t = 128)]
-        m: i64,
         /// The checkpoint has the spatial–channel context model.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         context: bool,
@@ -221,8 +217,6 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
         }
         ExportCommand::Core {
             checkpoint,
-            n,
-            m,
             context,
             out,
             takes_add_ons_of,
@@ -231,18 +225,7 @@ pub(crate) fn run(command: ExportCommand, models: &Models) -> Result<()> {
                 .as_deref()
                 .map(mirage_nn::model_file::ModelFile::load)
                 .transpose()?;
-            let id = export(
-                &checkpoint,
-                // The residual blocks are read from the checkpoint.
-                ModelConfig {
-                    n,
-                    m,
-                    context,
-                    residual_blocks: 0,
-                },
-                earlier.as_ref(),
-                &out,
-            )?;
+            let id = export(&checkpoint, context, earlier.as_ref(), &out)?;
             println!("wrote {} (model id {})", out.display(), id_hex(&id));
             Ok(())
         }

@@ -49,10 +49,16 @@ pub(crate) enum TrainCommand {
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
         decay_steps: i64,
+        /// Width of the transforms and of the hyper-latent.
         #[arg(long, default_value_t = 96)]
         n: i64,
-        #[arg(long, default_value_t = 128)]
-        m: i64,
+        /// Latent channels (a multiple of 8; default: the run's checkpoint's, else the
+        /// --init-from core's, else 128). With --init-from a core that has fewer, the
+        /// latent grows: the new channels start at zero, so the run begins at that core's
+        /// decoded images and about its rate (+0.0045 bpp for 64 new channels), and
+        /// training puts them to use.
+        #[arg(long)]
+        m: Option<i64>,
         /// Train with the spatial–channel context model.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         context: bool,
@@ -382,6 +388,15 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             validate_every,
             seed,
         } => train(&TrainOptions {
+            config: ModelConfig {
+                n,
+                m: match m {
+                    Some(m) => m,
+                    None => mirage_train::latent_channels_of(&run_dir, init_from.as_deref())?,
+                },
+                context,
+                residual_blocks,
+            },
             data,
             run_dir,
             steps,
@@ -404,12 +419,6 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             },
             lr,
             decay_steps,
-            config: ModelConfig {
-                n,
-                m,
-                context,
-                residual_blocks,
-            },
             init_from,
             refit_prior,
             precision: match precision {

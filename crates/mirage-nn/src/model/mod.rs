@@ -25,6 +25,7 @@ pub mod layers;
 pub mod predictor;
 pub mod realism;
 pub mod ultralow;
+pub mod widen;
 
 use factorized::FactorizedPrior;
 use layers::{Conv, ConvPrecision, Gdn, ResidualBottleneck};
