@@ -414,7 +414,7 @@ fn symbols_are_identical_under_other_instruction_sets() {
 #[test]
 fn a_file_of_an_earlier_core_names_the_model_it_needs() {
     // The earlier releases still in models/ (codec::paths::earlier_model_paths).
-    for name in ["v1", "v2.3", "v2.9", "v2.10"] {
+    for name in ["v1", "v2.3", "v2.9", "v2.10", "v2.11"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));

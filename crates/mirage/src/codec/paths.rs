@@ -14,7 +14,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
 /// decode-only. Older ones are in [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.9", "v2.10"]
+    ["v2.3", "v2.9", "v2.10", "v2.11"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
