@@ -55,7 +55,7 @@ pub(crate) enum TrainCommand {
         /// Latent channels (a multiple of 8; default: the run's checkpoint's, else the
         /// --init-from core's, else 128). With --init-from a core that has fewer, the
         /// latent grows: the new channels start at zero, so the run begins at that core's
-        /// decoded images and about its rate (+0.0045 bpp for 64 new channels), and
+        /// decoded images and about its rate (+0.0024 bpp for 64 new channels), and
         /// training puts them to use.
         #[arg(long)]
         m: Option<i64>,

@@ -11,8 +11,9 @@ pub fn v1_model_path() -> std::path::PathBuf {
 
 /// Earlier releases of the current core, kept so that the files they made still decode
 /// (`--model PATH`; the wrong-model error names the one a file needs): the fourth
-/// (v2.3), whole, because the ultra-low mode encodes through it, and the latest two,
-/// decode-only. Older ones are in [`RETIRED_CORES`].
+/// (v2.3), whole, because the ultra-low mode encodes through it, the latest two, and any
+/// that keeps an add-on trained on it (v2.10), decode-only. Older ones are in
+/// [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
     ["v2.3", "v2.9", "v2.10", "v2.11"]
         .iter()
