@@ -96,11 +96,9 @@ mod tests {
     /// Diagonal stripes of ±`amplitude` levels with a period of about 4.5 pixels, the
     /// hatching v3 draws, over `img`.
     fn hatched(img: &RgbImage, amplitude: f64) -> RgbImage {
-        RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        crate::test_images::with_offset(img, |x, y| {
             let phase = (x as f64 - y as f64) * std::f64::consts::TAU / 6.4;
-            let d = (amplitude * phase.sin()).round() as i32;
-            let p = img.get_pixel(x, y);
-            image::Rgb(p.0.map(|c| (c as i32 + d).clamp(0, 255) as u8))
+            (amplitude * phase.sin()).round() as i32
         })
     }
 

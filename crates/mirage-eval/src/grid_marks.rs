@@ -100,10 +100,8 @@ mod tests {
     /// no period-2 component (each 2 × 2 phase sums to zero).
     fn with_marks(img: &RgbImage, amplitude: i32) -> RgbImage {
         let sign = [1, 1, -1, -1];
-        RgbImage::from_fn(img.width(), img.height(), |x, y| {
-            let d = sign[(y % 4) as usize] * sign[(x % 4) as usize] * amplitude;
-            let p = img.get_pixel(x, y);
-            image::Rgb(p.0.map(|c| (c as i32 + d).clamp(0, 255) as u8))
+        crate::test_images::with_offset(img, |x, y| {
+            sign[(y % 4) as usize] * sign[(x % 4) as usize] * amplitude
         })
     }
 

@@ -14,3 +14,13 @@ pub(crate) fn noisy_ramp(width: u32, height: u32, seed: u32, amplitude: i32) -> 
         image::Rgb([v, v, v])
     })
 }
+
+/// `img` with `offset(x, y)` levels added to every channel of each pixel (clamped): how
+/// the tests draw marks or hatching over a base image.
+pub(crate) fn with_offset(img: &RgbImage, offset: impl Fn(u32, u32) -> i32) -> RgbImage {
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let d = offset(x, y);
+        let p = img.get_pixel(x, y);
+        image::Rgb(p.0.map(|c| (c as i32 + d).clamp(0, 255) as u8))
+    })
+}

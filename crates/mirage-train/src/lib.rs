@@ -464,7 +464,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mirage-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("log.csv");
-        std::fs::remove_file(&path).ok();
+        // An empty file (a run killed before its header) counts as new.
+        std::fs::write(&path, "").unwrap();
         writeln!(open_log(&path, "step,psnr").unwrap(), "50,30.1").unwrap();
         writeln!(open_log(&path, "step,psnr").unwrap(), "100,30.2").unwrap();
         assert_eq!(
