@@ -184,16 +184,25 @@ const RESIDUAL_BLOCKS: &str = "residual_blocks";
 /// decoder's 4.4 + 1.5 positions within its margin of 6. More needs wider margins first.
 pub const MAX_RESIDUAL_BLOCKS: i64 = 2;
 
-/// How many residual blocks per stage a training checkpoint has (a checkpoint carries
-/// no metadata; its tensor names say it).
-pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
+/// A training checkpoint's tensor shapes, by name. A checkpoint carries no metadata:
+/// its tensors say what network it holds.
+fn checkpoint_shapes(checkpoint: &Path) -> anyhow::Result<HashMap<String, Vec<usize>>> {
     let bytes = std::fs::read(checkpoint)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)?;
-    let names: std::collections::HashSet<String> = header.tensors().into_keys().collect();
+    Ok(header
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.shape.clone()))
+        .collect())
+}
+
+/// How many residual blocks per stage a training checkpoint has.
+pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
+    let shapes = checkpoint_shapes(checkpoint)?;
     // The synthesis's first block stage, block by block, as `stage_blocks` names them.
     let blocks = (0..)
-        .take_while(|k| names.contains(&format!("synthesis.block0_{k}.expand.weight")))
+        .take_while(|k| shapes.contains_key(&format!("synthesis.block0_{k}.expand.weight")))
         .count();
     Ok(blocks as i64)
 }
@@ -201,13 +210,8 @@ pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
 /// The widths `(n, m)` of a training checkpoint's transforms and latent, read off the
 /// shape of the analysis's last layer (`[m, n, 5, 5]`).
 pub fn widths_in(checkpoint: &Path) -> anyhow::Result<(i64, i64)> {
-    let bytes = std::fs::read(checkpoint)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)?;
-    let tensors = header.tensors();
-    let shape = tensors
-        .get("analysis.conv3.weight")
-        .map(|info| info.shape.clone())
+    let shape = checkpoint_shapes(checkpoint)?
+        .remove("analysis.conv3.weight")
         .ok_or_else(|| anyhow::anyhow!("{} has no analysis.conv3.weight", checkpoint.display()))?;
     match shape[..] {
         [m, n, _, _] => Ok((n as i64, m as i64)),

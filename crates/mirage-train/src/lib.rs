@@ -244,8 +244,6 @@ pub fn train(o: &TrainOptions) -> Result<()> {
     let model_path = o.run_dir.join("model.safetensors");
     let adam_path = o.run_dir.join("adam.safetensors");
     if model_path.exists() {
-        // `VarStore::load` would fail on blocks the checkpoint lacks but silently drop
-        // blocks it has that this run would not build.
         let (n, m) = model_file::widths_in(&model_path)?;
         if (n, m) != (o.config.n, o.config.m) {
             anyhow::bail!(
@@ -253,6 +251,8 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 model_path.display()
             );
         }
+        // `VarStore::load` would fail on blocks the checkpoint lacks but silently drop
+        // blocks it has that this run would not build.
         let in_checkpoint = model_file::residual_blocks_in(&model_path)?;
         if in_checkpoint != o.config.residual_blocks {
             anyhow::bail!(
