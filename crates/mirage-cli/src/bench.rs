@@ -12,6 +12,7 @@ use crate::metrics;
 use crate::progress;
 use anyhow::{bail, Result};
 use mirage::decoders::AddOns;
+use mirage_eval::block_edges::block_edge_excess;
 use mirage_eval::excess_detail::excess_detail;
 use mirage_eval::grid_marks::GridMarks;
 use std::fmt::Write as _;
@@ -48,14 +49,17 @@ struct Row {
     decode_networks_s: f64,
     decode_parameters_s: f64,
     decode_coding_s: f64,
+    /// Steps along the latent's block edges beyond the original's
+    /// (`mirage_eval::block_edges`).
+    block_edges: f64,
 }
 
-const CSV_HEADER: &str = "image,effort,quality,rate,bytes,bpp,payload_bpp,estimated_payload_bpp,table_payload_bpp,psnr,ms_ssim,ssimulacra2,encode_s,decode_s,encode_networks_s,encode_entropy_parameters_s,encode_entropy_coding_s,decode_networks_s,decode_entropy_parameters_s,decode_entropy_coding_s";
+const CSV_HEADER: &str = "image,effort,quality,rate,bytes,bpp,payload_bpp,estimated_payload_bpp,table_payload_bpp,psnr,ms_ssim,ssimulacra2,encode_s,decode_s,encode_networks_s,encode_entropy_parameters_s,encode_entropy_coding_s,decode_networks_s,decode_entropy_parameters_s,decode_entropy_coding_s,block_edges";
 
 impl Row {
     fn csv(&self) -> String {
         format!(
-            "{},{},{},{},{},{:.5},{:.5},{:.5},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
+            "{},{},{},{},{},{:.5},{:.5},{:.5},{:.5},{:.4},{:.5},{:.3},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4}",
             self.image,
             self.effort,
             self.quality,
@@ -75,7 +79,8 @@ impl Row {
             self.encode_coding_s,
             self.decode_networks_s,
             self.decode_parameters_s,
-            self.decode_coding_s
+            self.decode_coding_s,
+            self.block_edges
         )
     }
 }
@@ -147,6 +152,7 @@ pub fn run(codec: &Codec, o: &BenchOptions) -> Result<String> {
                 decode_networks_s: dt.networks.as_secs_f64(),
                 decode_parameters_s: dt.entropy_parameters.as_secs_f64(),
                 decode_coding_s: dt.entropy_coding.as_secs_f64(),
+                block_edges: block_edge_excess(&img, &decoded).unwrap_or(f64::NAN),
             });
             bar.inc(1);
         }
@@ -279,8 +285,9 @@ fn markdown(rows: &[Row], qualities: &[f64], images: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Mean over {images} images. bpp from the real file sizes (header of {} bytes included). Times are wall-clock seconds per image; the split is networks / entropy parameters / entropy coding.\n", mirage_format::header_size(2));
     let _ = writeln!(s, "Last two columns: payload (file minus header) against the entropy model's continuous estimate (the training objective's rate term), and against the ideal code length under the integer tables that the coder uses.\n");
-    let _ = writeln!(s, "| quality | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | encode s (net/param/code) | decode s (net/param/code) | payload vs model estimate | payload vs table ideal |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "Block edges: how much larger the luma steps across the latent's 16 × 16 block edges are than elsewhere, beyond the original's (`mirage_eval::block_edges`; 0: no block edges, 0.3: steps 30 % larger).\n");
+    let _ = writeln!(s, "| quality | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | block edges | encode s (net/param/code) | decode s (net/param/code) | payload vs model estimate | payload vs table ideal |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for &q in qualities {
         let rs: Vec<&Row> = rows.iter().filter(|r| r.quality == q).collect();
         let n = rs.len().max(1) as f64;
@@ -290,11 +297,12 @@ fn markdown(rows: &[Row], qualities: &[f64], images: usize) -> String {
         let ideal = mean(&|r| r.table_bpp);
         let _ = writeln!(
             s,
-            "| {q} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} ({:.3}/{:.3}/{:.3}) | {:.3} ({:.3}/{:.3}/{:.3}) | {:+.2}% | {:+.2}% |",
+            "| {q} | {:.4} | {:.2} | {:.4} | {:.2} | {:.3} | {:.3} ({:.3}/{:.3}/{:.3}) | {:.3} ({:.3}/{:.3}/{:.3}) | {:+.2}% | {:+.2}% |",
             mean(&|r| r.bpp),
             mean(&|r| r.psnr),
             mean(&|r| r.ms_ssim),
             mean(&|r| r.ssimulacra2),
+            mean(&|r| r.block_edges),
             mean(&|r| r.encode_s),
             mean(&|r| r.encode_networks_s),
             mean(&|r| r.encode_parameters_s),

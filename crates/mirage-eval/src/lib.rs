@@ -10,6 +10,8 @@
 //! - [`metrics`]: PSNR, MS-SSIM, SSIMULACRA2, butteraugli;
 //! - [`grid_marks`]: texture locked to a network's sampling grid (the realism decoder's
 //!   periodic marks);
+//! - [`block_edges`]: steps along the edges of the latent's 16 × 16 blocks (the core's
+//!   faint lines at low rates);
 //! - [`excess_detail`]: fine texture added where the original has none (the realism
 //!   decoder's hatching of flat areas);
 //! - [`bd_rate`]: Bjøntegaard delta rate with PCHIP interpolation;
@@ -30,6 +32,7 @@
 //! ```
 
 pub mod bd_rate;
+pub mod block_edges;
 pub mod codecs;
 pub mod excess_detail;
 pub mod grid_marks;

@@ -15,6 +15,7 @@
 //! not Kodak, at three rate settings). Re-running the same command resumes.
 
 pub mod adam;
+pub mod block_edges;
 pub mod captions;
 pub mod data;
 pub mod flow;
@@ -60,6 +61,9 @@ pub struct TrainOptions {
     /// meaning with the proxy; the validation curve always uses uniform noise, so that
     /// runs stay comparable.
     pub rate_proxy: RateProxy,
+    /// Weight of the jump of the error across the latent's block edges
+    /// ([`block_edges`]), relative to the MSE (0: the plain MSE loss).
+    pub block_edge_weight: f64,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
     pub decay_steps: i64,
@@ -368,8 +372,13 @@ pub fn train(o: &TrainOptions) -> Result<()> {
 
         let out = model.forward_train_with(&x, &rate, o.rate_proxy);
         let mse = mse_per_image(&out.x_hat, &x);
+        let distortion = if o.block_edge_weight > 0.0 {
+            &mse + block_edges::block_edge_loss_per_image(&out.x_hat) * o.block_edge_weight
+        } else {
+            mse.shallow_clone()
+        };
         let bpp = (&out.bits_y + &out.bits_z) / pixels;
-        let loss = (&lambda * 255.0 * 255.0 * &mse + &bpp).mean(Kind::Float);
+        let loss = (&lambda * 255.0 * 255.0 * &distortion + &bpp).mean(Kind::Float);
         adam.zero_grad();
         loss.backward();
         let grad_norm = adam.clip_grad_norm(o.clip_norm);

@@ -45,6 +45,11 @@ pub(crate) enum TrainCommand {
         /// latents the coder pays for.
         #[arg(long, value_enum, default_value = "noise")]
         rate_proxy: RateProxyChoice,
+        /// Also charge the jump of the error across the latent's 16 × 16 block edges, at
+        /// this weight relative to the MSE (0: off), against the faint grid of lines that
+        /// low-rate decodes show.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_block_edge_weight)]
+        block_edge_weight: f64,
         #[arg(long, default_value_t = 3e-4)]
         lr: f64,
         #[arg(long, default_value_t = 6_000)]
@@ -375,6 +380,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             clip_norm,
             ema_decay,
             rate_proxy,
+            block_edge_weight,
             lr,
             decay_steps,
             n,
@@ -417,6 +423,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 RateProxyChoice::Noise => RateProxy::UniformNoise,
                 RateProxyChoice::Rounded => RateProxy::Rounded,
             },
+            block_edge_weight,
             lr,
             decay_steps,
             init_from,
@@ -585,6 +592,13 @@ fn parse_ema_decay(s: &str) -> Result<f64, String> {
 }
 
 /// `--clip-norm`: a positive norm, or infinity.
+fn parse_block_edge_weight(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(w) if (0.0..=100.0).contains(&w) => Ok(w),
+        _ => Err(format!("{s:?} is not a weight in [0, 100]")),
+    }
+}
+
 fn parse_clip_norm(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 => Ok(v),

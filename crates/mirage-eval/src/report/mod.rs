@@ -43,6 +43,9 @@ pub struct Row {
     /// Butteraugli max-norm and 3-norm, if computed.
     pub butteraugli: Option<f64>,
     pub butteraugli_3norm: Option<f64>,
+    /// Steps along 16 × 16 block edges beyond the original's
+    /// ([`crate::block_edges::block_edge_excess`]; NaN where undefined).
+    pub block_edges: f64,
     pub encode_s: f64,
     pub decode_s: f64,
     /// Image megapixels; with the times gives MP/s.
@@ -244,6 +247,7 @@ pub struct MeanPoint {
     pub ssimulacra2: f64,
     pub butteraugli: Option<f64>,
     pub butteraugli_3norm: Option<f64>,
+    pub block_edges: f64,
     /// Total megapixels / total seconds over the reached images.
     pub encode_mps: f64,
     pub decode_mps: f64,
@@ -326,6 +330,7 @@ fn mean_point(target: f64, all: &[&Row]) -> Option<MeanPoint> {
             ssimulacra2: f64::NAN,
             butteraugli: None,
             butteraugli_3norm: None,
+            block_edges: f64::NAN,
             encode_mps: f64::NAN,
             decode_mps: f64::NAN,
             encode_peak_mib: None,
@@ -348,6 +353,7 @@ fn mean_point(target: f64, all: &[&Row]) -> Option<MeanPoint> {
         ssimulacra2: mean(ok.iter().map(|r| r.ssimulacra2)),
         butteraugli: optional_mean(|r| r.butteraugli),
         butteraugli_3norm: optional_mean(|r| r.butteraugli_3norm),
+        block_edges: mean(ok.iter().map(|r| r.block_edges)),
         encode_mps: mp / ok.iter().map(|r| r.encode_s).sum::<f64>(),
         decode_mps: mp / ok.iter().map(|r| r.decode_s).sum::<f64>(),
         encode_peak_mib: peak(|r| r.encode_peak_rss_kib),
@@ -568,7 +574,7 @@ fn rows_csv(rows: &[Row]) -> String {
     let mut out = String::from(
         "image,codec,target_bpp,setting,bytes,bpp,psnr,ms_ssim,ssimulacra2,butteraugli,\
          butteraugli_3norm,encode_s,decode_s,encode_mps,decode_mps,encode_peak_mib,\
-         decode_peak_mib,reached,reach,converged,probes\n",
+         decode_peak_mib,reached,reach,converged,probes,block_edges\n",
     );
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_default();
     for r in rows {
@@ -579,7 +585,7 @@ fn rows_csv(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{:.6},{:.4},{:.6},{:.4},{},{},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{},{}",
+            "{},{},{},{},{},{:.6},{:.4},{:.6},{:.4},{},{},{:.4},{:.4},{:.3},{:.3},{},{},{},{},{},{},{:.4}",
             csv_field(&r.image),
             csv_field(&r.codec),
             target,
@@ -601,6 +607,7 @@ fn rows_csv(rows: &[Row]) -> String {
             r.reach.label(),
             r.converged,
             r.probes,
+            r.block_edges,
         );
     }
     out

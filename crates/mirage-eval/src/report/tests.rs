@@ -15,6 +15,7 @@ fn row(codec: &str, image: &str, target: f64, bpp: f64, psnr: f64, reach: Reach)
         ssimulacra2: psnr * 2.0,
         butteraugli: Some(40.0 - psnr),
         butteraugli_3norm: None,
+        block_edges: 0.02,
         encode_s: 0.1,
         decode_s: 0.05,
         megapixels: 0.393216,

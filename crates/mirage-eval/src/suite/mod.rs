@@ -19,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::block_edges::block_edge_excess;
 use crate::codecs::{load_image, CodecUnderTest};
 use crate::metrics;
 use crate::rate_match::{
@@ -592,6 +593,7 @@ fn score(
         ssimulacra2: ssimulacra2?,
         butteraugli: butteraugli.map(|b| b.max_norm),
         butteraugli_3norm: butteraugli.map(|b| b.pnorm3),
+        block_edges: block_edge_excess(img, &decoded).unwrap_or(f64::NAN),
         encode_s: encoding.encode_s,
         decode_s: decode_stats.map_or(caller_decode_s, |s| s.wall_s),
         megapixels: f64::from(img.width()) * f64::from(img.height()) / 1e6,
