@@ -10,16 +10,17 @@
 //! steps across the edges beyond that of its steps one pixel to either side, where
 //! positive. A decoder can pay it by spreading a step over a few pixels.
 //!
-//! The term does not compare with the original's own excess, though content that lines
-//! up with the grid would then be spared. On a 256² crop the original's excess is
-//! noise, several times the decode's, and measured against it (`runs/ab-edges`, model
-//! card) the term cost 1.2 % more SSIMULACRA2 BD-rate for the same fall in block edges,
-//! or, charged both ways, 17 %.
+//! The term does not subtract the original's own excess, which would spare content that
+//! happens to line up with the grid: on a 256² crop that excess is noise several times
+//! the decode's. Measured against it, the term cost 1.2 % of SSIMULACRA2 BD-rate against
+//! a plain branch, twice the chosen form's (though it removed a little more); charged
+//! both ways (the absolute difference), 17 %
+//! (`bench-results/v2-session14/block-edges/README.md`).
 
 use tch::{Kind, Tensor};
 
 /// The latent's stride, in pixels.
-const BLOCK: i64 = 16;
+const BLOCK: i64 = mirage::layout::LATENT_STRIDE as i64;
 
 /// Per image `[B]`: the mean square step across block edges (between pixels `k·16 − 1`
 /// and `k·16`) less the mean of the mean square steps just before and just after, along
@@ -28,6 +29,7 @@ fn edge_step_excess(image: &Tensor) -> Tensor {
     let per_image = |t: Tensor| t.square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
     let along = |dim: i64| -> Option<Tensor> {
         let size = image.size()[dim as usize];
+        // The first edge and the step just after it (pixels 16 | 17) must exist.
         if size <= BLOCK + 1 {
             return None;
         }
@@ -91,7 +93,7 @@ mod tests {
     }
 
     #[test]
-    fn images_without_edges_cost_nothing() {
+    fn images_too_small_for_an_edge_cost_nothing() {
         let x = Tensor::rand([1, 3, 16, 16], (Kind::Float, Device::Cpu));
         let c = block_edge_loss_per_image(&x);
         assert_eq!(c.size(), vec![1]);

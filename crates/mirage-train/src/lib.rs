@@ -9,7 +9,9 @@
 //! `mirage train core`: rate–distortion training of the hyperprior over the whole rate range.
 //!
 //! Each image of a batch gets its own continuous rate setting `r ~ U[0, levels − 1]`,
-//! and its loss is `λ(r) · 255² · MSE + bpp`. A run directory holds:
+//! and its loss is `λ(r) · 255² · (MSE + k · block edges) + bpp`, with `k` from
+//! `--block-edge-weight` (0 by default; [`block_edges`]); `log.csv`'s loss column is that
+//! whole loss. A run directory holds:
 //! `model.safetensors` (the weights, f32), `adam.safetensors` (optimizer state, never
 //! committed), `log.csv` (the training curve) and `validation.csv` (held-out photos,
 //! not Kodak, at three rate settings). Re-running the same command resumes.
@@ -61,7 +63,7 @@ pub struct TrainOptions {
     /// meaning with the proxy; the validation curve always uses uniform noise, so that
     /// runs stay comparable.
     pub rate_proxy: RateProxy,
-    /// Weight of the jump of the error across the latent's block edges
+    /// Weight of the decode's excess steps across the latent's block edges
     /// ([`block_edges`]), relative to the MSE (0: the plain MSE loss).
     pub block_edge_weight: f64,
     pub lr: f64,

@@ -45,9 +45,10 @@ pub(crate) enum TrainCommand {
         /// latents the coder pays for.
         #[arg(long, value_enum, default_value = "noise")]
         rate_proxy: RateProxyChoice,
-        /// Also charge the jump of the error across the latent's 16 × 16 block edges, at
-        /// this weight relative to the MSE (0: off), against the faint grid of lines that
-        /// low-rate decodes show.
+        /// Also charge the decode's steps across the latent's 16 × 16 block edges beyond
+        /// its steps one pixel to either side, at this weight relative to the MSE (0:
+        /// off), against the faint grid of lines that low-rate decodes show.
+        /// (`mirage_train::block_edges`; 1 was chosen by an A/B.)
         #[arg(long, default_value_t = 0.0, value_parser = parse_block_edge_weight)]
         block_edge_weight: f64,
         #[arg(long, default_value_t = 3e-4)]
@@ -591,14 +592,17 @@ fn parse_ema_decay(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `--clip-norm`: a positive norm, or infinity.
+/// `--block-edge-weight`: a weight in [0, 100]. 1 makes the term a few per cent of the
+/// loss; 100 would let it outweigh the MSE, which only a typo would ask for.
 fn parse_block_edge_weight(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(w) if (0.0..=100.0).contains(&w) => Ok(w),
-        _ => Err(format!("{s:?} is not a weight in [0, 100]")),
+        Ok(w) => Err(format!("{w} is not a weight in [0, 100]")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
+/// `--clip-norm`: a positive norm, or infinity.
 fn parse_clip_norm(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 => Ok(v),

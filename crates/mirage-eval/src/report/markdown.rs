@@ -108,9 +108,10 @@ impl Report {
         }
         md.push_str("\n## Means per codec and target\n\n");
         md.push_str(
-            "Block edges: how much larger the luma steps across 16 × 16 block edges are than \
-             elsewhere, beyond the original's (0: none; 0.3: 30 % larger; \
-             `mirage_eval::block_edges`).\n\n",
+            "Block edges: how much larger the luma steps across the edges of Mirage's 16 × 16 \
+             latent blocks are than elsewhere, beyond the original's (0: none; 0.3: 30 % \
+             larger; `mirage_eval::block_edges`). Other codecs' blocks count only where they \
+             fall on that grid.\n\n",
         );
         md.push_str(
             "| codec | target bpp | reached | bpp | PSNR dB | MS-SSIM | SSIMULACRA2 | \

@@ -184,3 +184,13 @@ fn crop_region_clamps() {
     let r = CropRegion::square(768, 512, 256, Some((760, 0)));
     assert_eq!((r.x, r.y), (512, 0));
 }
+
+/// Columns are only ever appended, so scripts that read the CSV by position keep
+/// working; the block-edge measure came last.
+#[test]
+fn csv_rows_end_with_the_block_edge_measure() {
+    let csv = report().csv();
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with(",probes,block_edges"));
+    assert!(lines.all(|line| line.ends_with(",0.0200")), "{csv}");
+}
