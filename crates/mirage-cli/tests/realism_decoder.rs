@@ -228,9 +228,9 @@ fn each_bundled_core_finds_the_generator_made_for_it() {
     );
     for (core, wanted) in [
         (models.join("hyperprior.safetensors"), current),
+        (models.join("v2.12/hyperprior.safetensors"), current),
         (models.join("v2.11/hyperprior.safetensors"), current),
         (models.join("v2.10/hyperprior.safetensors"), eleventh),
-        (models.join("v2.9/hyperprior.safetensors"), fourth),
         (models.join("v2.3/hyperprior.safetensors"), fourth),
     ] {
         let codec = Codec::load(&core).unwrap();

@@ -15,7 +15,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// that keeps an add-on trained on it (v2.10), decode-only. Older ones are in
 /// [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.9", "v2.10", "v2.11"]
+    ["v2.3", "v2.10", "v2.11", "v2.12"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -86,6 +86,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "0329c775bb2df37a",
         release: "v2.8",
         commit: "1ed625d0a790",
+    },
+    RetiredCore {
+        id: "6d354dadac5f21b8",
+        release: "v2.9",
+        commit: "ae14d8d111e5",
     },
 ];
 
