@@ -213,7 +213,7 @@ fn the_bundled_generator_does_not_hatch_flat_skin() {
 /// beside the core it was trained on (`models/v2.10/` for v3, `models/v2.3/` for v2):
 /// files of that core, and of the releases that take its add-ons, keep decoding with
 /// it, while the bundled core takes its own (v4, trained on the twelfth release, kept as
-/// `models/v2.11/`, whose add-ons the bundled thirteenth takes).
+/// `models/v2.11/`, whose add-ons the thirteenth and the bundled fourteenth take).
 #[test]
 fn each_bundled_core_finds_the_generator_made_for_it() {
     use mirage_nn::model_file::{DecoderFile, REALISM_FORMAT_NAME};
