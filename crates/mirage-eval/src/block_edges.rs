@@ -14,14 +14,11 @@
 
 use image::RgbImage;
 
+use crate::metrics::luma;
+
 /// The latent's stride: the side of the block each latent position stands for (the
 /// codec's `mirage::layout::LATENT_STRIDE`; this crate does not depend on the codec).
 pub const BLOCK: u32 = 16;
-
-/// BT.601 luma in 8-bit levels.
-fn luma(p: &image::Rgb<u8>) -> f64 {
-    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
-}
 
 /// Mean |Δ luma| across block edges (between pixels `k·BLOCK − 1` and `k·BLOCK`, in
 /// rows and in columns) over the mean |Δ luma| between all neighbouring pixels. `None`

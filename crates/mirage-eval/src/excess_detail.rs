@@ -20,13 +20,10 @@
 
 use image::RgbImage;
 
+use crate::metrics::luma;
+
 /// Side of the cells over which detail energies are compared, in pixels.
 pub const CELL: u32 = 16;
-
-/// BT.601 luma in 8-bit levels.
-fn luma(p: &image::Rgb<u8>) -> f64 {
-    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
-}
 
 /// The 4-neighbour Laplacian of `a − b` (luma) at every interior pixel, row-major over
 /// `(width − 2) × (height − 2)`.

@@ -16,14 +16,11 @@
 
 use image::RgbImage;
 
+use crate::metrics::luma;
+
 /// The periods checked: the realism generator's pixel shuffle (4), the synthesis'
 /// stride-2 stages (2, 8) and the latent's and discriminator's stride (16).
 pub const PERIODS: [u32; 4] = [2, 4, 8, 16];
-
-/// BT.601 luma in 8-bit levels.
-fn luma(p: &image::Rgb<u8>) -> f64 {
-    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
-}
 
 /// The RMS (8-bit levels) of the mean `period × period` pattern of `a − b` (luma), its
 /// mean removed. Only whole blocks count, so every phase averages the same number of

@@ -11,6 +11,12 @@ use image::RgbImage;
 
 use crate::codecs::{write_ppm, Tool};
 
+/// BT.601 luma in 8-bit levels, the one the per-pixel measures (grid marks, excess
+/// detail, block edges) all read.
+pub(crate) fn luma(p: &image::Rgb<u8>) -> f64 {
+    0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+}
+
 fn check_same_size(a: &RgbImage, b: &RgbImage) -> Result<()> {
     if a.dimensions() != b.dimensions() {
         bail!(
