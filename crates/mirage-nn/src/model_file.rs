@@ -96,11 +96,20 @@ pub fn export(
     out: &Path,
 ) -> anyhow::Result<[u8; 8]> {
     let (n, m) = widths_in(checkpoint)?;
+    // `VarStore::load` would silently drop the predictor's weights, and the exported
+    // core would decode differently from the one that was trained.
+    if latent_residual_in(checkpoint)? {
+        anyhow::bail!(
+            "{} has latent residual prediction, which model files cannot carry yet (an experiment of the trainer)",
+            checkpoint.display()
+        );
+    }
     let config = ModelConfig {
         n,
         m,
         context,
         residual_blocks: residual_blocks_in(checkpoint)?,
+        latent_residual: false,
     };
     let mut vs = VarStore::new(Device::Cpu);
     let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
@@ -205,6 +214,11 @@ pub fn residual_blocks_in(checkpoint: &Path) -> anyhow::Result<i64> {
         .take_while(|k| shapes.contains_key(&format!("synthesis.block0_{k}.expand.weight")))
         .count();
     Ok(blocks as i64)
+}
+
+/// Whether a training checkpoint has latent residual prediction.
+pub fn latent_residual_in(checkpoint: &Path) -> anyhow::Result<bool> {
+    Ok(checkpoint_shapes(checkpoint)?.contains_key("latent_residual.conv2.weight"))
 }
 
 /// The widths `(n, m)` of a training checkpoint's transforms and latent, read off the
@@ -801,6 +815,8 @@ impl ModelFile {
             // Files from before the context model have no "context" entry.
             context: meta.get("context").is_some_and(|v| v == "1"),
             residual_blocks,
+            // No model file carries latent residual prediction yet (experimental).
+            latent_residual: false,
         };
         if number("levels")? != LEVELS as i64 {
             return Err("model has a different number of rate levels".into());
@@ -968,6 +984,30 @@ mod tests {
         }
     }
 
+    /// A checkpoint with latent residual prediction is refused, not exported without
+    /// it (which would make a core that decodes differently from the trained one).
+    #[test]
+    fn a_checkpoint_with_latent_residual_prediction_is_not_exported() {
+        let dir = std::env::temp_dir().join(format!("mirage-export-lrp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = ModelConfig {
+            n: 8,
+            m: 16,
+            latent_residual: true,
+            ..ModelConfig::default()
+        };
+        let vs = VarStore::new(Device::Cpu);
+        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+        let checkpoint = dir.join("checkpoint.safetensors");
+        vs.save(&checkpoint).unwrap();
+        assert!(latent_residual_in(&checkpoint).unwrap());
+        let out = dir.join("model.safetensors");
+        let err = export(&checkpoint, config.context, None, &out).unwrap_err();
+        assert!(err.to_string().contains("latent residual"), "{err}");
+        assert!(!out.exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// The same checkpoint exported twice makes the same bytes, so the same model id
     /// (the metadata's HashMap used to come out in a different order each run).
     #[test]
@@ -1015,6 +1055,7 @@ mod tests {
             m: 16,
             context: true,
             residual_blocks: 1,
+            latent_residual: false,
         };
         let vs = VarStore::new(Device::Cpu);
         let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);

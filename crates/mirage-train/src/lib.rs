@@ -66,6 +66,9 @@ pub struct TrainOptions {
     /// Weight of the decode's excess steps across the latent's block edges
     /// ([`block_edges`]), relative to the MSE (0: the plain MSE loss).
     pub block_edge_weight: f64,
+    /// The learning rate of the latent residual predictor, as a multiple of `lr`: it
+    /// starts at zero inside a trained core, where the gradient reaching it is weak.
+    pub latent_residual_lr_factor: f64,
     pub lr: f64,
     /// The learning rate decays linearly to `lr / 20` over the last `decay_steps` steps.
     pub decay_steps: i64,
@@ -266,6 +269,18 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 model_path.display()
             );
         }
+        if model_file::latent_residual_in(&model_path)? != o.config.latent_residual {
+            anyhow::bail!(
+                "{} {} latent residual prediction; resume it with --latent-residual {}",
+                model_path.display(),
+                if o.config.latent_residual {
+                    "lacks"
+                } else {
+                    "has"
+                },
+                !o.config.latent_residual
+            );
+        }
         vs.load(&model_path).context("resuming weights")?;
         if adam_path.exists() {
             adam.load(&adam_path).context("resuming optimizer state")?;
@@ -305,6 +320,10 @@ pub fn train(o: &TrainOptions) -> Result<()> {
             ("prior.", "density network"),
             ("context.", "context model"),
             ("analysis.block", "residual blocks, as the identity"),
+            (
+                "latent_residual.",
+                "latent residual prediction, as the identity",
+            ),
         ]
         .iter()
         .filter(|(prefix, _)| fresh.iter().any(|name| name.starts_with(prefix)))
@@ -388,6 +407,8 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         adam.update_scaled(lr, |name| {
             if name.starts_with("prior.") {
                 PRIOR_LR_FACTOR
+            } else if name.starts_with("latent_residual.") {
+                o.latent_residual_lr_factor
             } else {
                 1.0
             }
@@ -430,6 +451,16 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 let (bpp, psnr) = validate(&model, &validation, r);
                 writeln!(val_log, "{done},{wall:.1},{r},{bpp:.4},{psnr:.3}")?;
             }
+        }
+        if done == o.steps {
+            // Every trained level at the end, for comparing runs on equal steps without
+            // exporting them (the rate is the entropy model's estimate, not a file's).
+            let mut all = String::from("step,rate,bpp_estimate,psnr\n");
+            for level in 0..LEVELS {
+                let (bpp, psnr) = validate(&model, &validation, level as f32);
+                all += &format!("{done},{level},{bpp:.5},{psnr:.4}\n");
+            }
+            std::fs::write(o.run_dir.join("final-validation.csv"), all)?;
         }
         if done % o.checkpoint_every == 0 || done == o.steps {
             save_atomically(&vs, &model_path)?;

@@ -74,6 +74,15 @@ pub(crate) enum TrainCommand {
         /// that core and grows them.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=2))]
         residual_blocks: i64,
+        /// Latent residual prediction between the decoded latent and the synthesis
+        /// (Minnen & Singh 2020; `mirage_nn::model::LatentResidual`). Experimental: it
+        /// starts as the identity on an --init-from core, but model files cannot carry it
+        /// yet, so such a run can be compared (RUN_DIR/final-validation.csv), not exported.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        latent_residual: bool,
+        /// The latent residual predictor's learning rate, as a multiple of --lr.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_lr_factor)]
+        latent_residual_lr_factor: f64,
         /// A new run starts from this shipped model's transforms (its density network
         /// and any missing context layers start fresh).
         #[arg(long)]
@@ -388,6 +397,8 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             m,
             context,
             residual_blocks,
+            latent_residual,
+            latent_residual_lr_factor,
             init_from,
             refit_prior,
             precision,
@@ -403,6 +414,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 },
                 context,
                 residual_blocks,
+                latent_residual,
             },
             data,
             run_dir,
@@ -425,6 +437,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 RateProxyChoice::Rounded => RateProxy::Rounded,
             },
             block_edge_weight,
+            latent_residual_lr_factor,
             lr,
             decay_steps,
             init_from,
@@ -598,6 +611,15 @@ fn parse_block_edge_weight(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(w) if (0.0..=100.0).contains(&w) => Ok(w),
         Ok(w) => Err(format!("{w} is not a weight in [0, 100]")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--latent-residual-lr-factor`: a multiple of the learning rate in (0, 100].
+fn parse_lr_factor(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 100.0 => Ok(f),
+        Ok(f) => Err(format!("{f} is not a factor in (0, 100]")),
         Err(e) => Err(e.to_string()),
     }
 }

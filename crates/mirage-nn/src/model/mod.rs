@@ -44,6 +44,9 @@ pub struct ModelConfig {
     /// two low-resolution stages (1/4 and 1/8 of the image size), in the analysis and
     /// the synthesis alike; 0 is the plain Ballé transforms every release so far has.
     pub residual_blocks: i64,
+    /// With latent residual prediction ([`LatentResidual`]) between the decoded latent
+    /// and the synthesis. Experimental: training only, no model file carries it yet.
+    pub latent_residual: bool,
 }
 
 impl Default for ModelConfig {
@@ -53,6 +56,7 @@ impl Default for ModelConfig {
             m: 128,
             context: true,
             residual_blocks: 0,
+            latent_residual: false,
         }
     }
 }
@@ -121,6 +125,7 @@ pub struct Hyperprior {
     pub hyper_synthesis: Vec<Conv>,
     pub prior: FactorizedPrior,
     pub context: Option<context::ContextModel>,
+    pub latent_residual: Option<LatentResidual>,
     gain: Tensor,
     inverse_gain: Tensor,
     pub hyper_gain: Tensor,
@@ -181,6 +186,53 @@ impl Synthesis {
     }
 }
 
+/// Latent residual prediction (Minnen & Singh 2020): the decoder knows more about each
+/// latent than its rounded value, namely the mean and scale the entropy model predicted
+/// for it, and a small network can use them to guess where in its quantization bin the
+/// encoder's latent lay. The guess, at most half a bin either way, is added before the
+/// synthesis. It costs no bits and leaves the symbols alone (it runs after the entropy
+/// decoder), so it gives the core capacity without a new format of symbols. Its last
+/// layer starts at zero, so a core gains it without a cold start.
+///
+/// ```text
+///  [ŷ, mean, ln scale] ─conv3×3─▶ N ─lrelu─ conv3×3 ─lrelu─ conv3×3 (zero) ─▶ ½·tanh ─(+ŷ)─▶
+/// ```
+#[derive(Debug)]
+pub struct LatentResidual {
+    convs: [Conv; 3],
+}
+
+impl LatentResidual {
+    fn new(p: &nn::Path, n: i64, m: i64) -> LatentResidual {
+        LatentResidual {
+            convs: [
+                Conv::down(p / "conv0", 3 * m, n, 3, 1),
+                Conv::down(p / "conv1", n, n, 3, 1),
+                Conv::zeroed(p / "conv2", n, m, 3),
+            ],
+        }
+    }
+
+    /// `y_hat`, `scale` and `mean` in the gained domain, where a bin is 1 wide.
+    pub fn forward(
+        &self,
+        y_hat: &Tensor,
+        scale: &Tensor,
+        mean: &Tensor,
+        precision: ConvPrecision,
+    ) -> Tensor {
+        let log_scale = scale.clamp_min(SCALE_BOUND).log();
+        let mut h = Tensor::cat(&[y_hat, mean, &log_scale], 1);
+        for (i, conv) in self.convs.iter().enumerate() {
+            if i > 0 {
+                h = h.leaky_relu();
+            }
+            h = conv.forward(&h, precision);
+        }
+        y_hat + h.tanh() * 0.5
+    }
+}
+
 /// What a training forward pass produces, per image of the batch.
 pub struct RdOutput {
     pub x_hat: Tensor,
@@ -218,6 +270,7 @@ impl Hyperprior {
             m,
             context,
             residual_blocks,
+            latent_residual,
         } = config;
         let a = p / "analysis";
         let s = p / "synthesis";
@@ -263,6 +316,7 @@ impl Hyperprior {
             ],
             prior: FactorizedPrior::new(p / "prior", n),
             context: context.then(|| context::ContextModel::new(&(p / "context"), m, precision)),
+            latent_residual: None,
             gain: p.var_copy("gain", &gains),
             inverse_gain: p.var_copy("inverse_gain", &gains.reciprocal()),
             hyper_gain: p.var_copy("hyper_gain", &hyper_gains),
@@ -273,6 +327,8 @@ impl Hyperprior {
         // a comparison with and without blocks then differs in the blocks alone.
         model.analysis_blocks = stage_blocks(&a, 3, &ANALYSIS_BLOCK_STAGES, residual_blocks, n);
         model.synthesis.blocks = stage_blocks(&s, 3, &SYNTHESIS_BLOCK_STAGES, residual_blocks, n);
+        model.latent_residual =
+            latent_residual.then(|| LatentResidual::new(&(p / "latent_residual"), n, m));
         model
     }
 
@@ -350,11 +406,23 @@ impl Hyperprior {
         let z = self.hyper_analysis(&y) * Self::interpolate(&self.hyper_gain, rate);
         let z_hat = z.round() * Self::interpolate(&self.inverse_hyper_gain, rate);
         let (scale, mean) = self.hyper_synthesis(&z_hat);
-        let y_hat = match &self.context {
-            Some(context) => context.forward_train(&y, &scale, &mean).2,
-            None => (&y - &mean).round() + &mean,
+        let (scale, mean, y_hat) = match &self.context {
+            Some(context) => context.forward_train(&y, &scale, &mean),
+            None => {
+                let y_hat = (&y - &mean).round() + &mean;
+                (scale, mean, y_hat)
+            }
         };
-        y_hat * self.inverse_gain(rate)
+        self.predict_residual(&y_hat, &scale, &mean) * self.inverse_gain(rate)
+    }
+
+    /// The decoded latent with its predicted quantization residual added, when the core
+    /// has latent residual prediction; otherwise `y_hat` itself.
+    fn predict_residual(&self, y_hat: &Tensor, scale: &Tensor, mean: &Tensor) -> Tensor {
+        match &self.latent_residual {
+            Some(lrp) => lrp.forward(y_hat, scale, mean, self.precision),
+            None => y_hat.shallow_clone(),
+        }
     }
 
     /// Puts every GDN parameter that an optimizer step took below its bound back on it
@@ -402,6 +470,7 @@ impl Hyperprior {
         let bits_y = -gaussian_likelihood(&y_for_rate, &scale, &mean)
             .log2()
             .sum_dim_intlist(&[1, 2, 3][..], false, Kind::Float);
+        let y_hat = self.predict_residual(&y_hat, &scale, &mean);
         let x_hat = self.synthesis(&(y_hat * self.inverse_gain(rate)));
         RdOutput {
             x_hat,
@@ -450,6 +519,7 @@ mod tests {
             m: 16,
             context: true,
             residual_blocks: 0,
+            latent_residual: false,
         };
         Hyperprior::new(&vs.root(), config, ConvPrecision::F32)
     }
@@ -503,6 +573,62 @@ mod tests {
             "synthesis.block1_1.expand.weight",
         ] {
             let grad = deep_vs.variables()[name].grad();
+            assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
+        }
+    }
+
+    /// A core given latent residual prediction decodes exactly what it did without it
+    /// (so a run can add it to a shipped release), its correction stays within half a
+    /// bin, and the predictor learns: its last layer gets a gradient.
+    #[test]
+    fn latent_residual_prediction_starts_as_the_identity_and_learns() {
+        tch::manual_seed(7);
+        let plain_vs = nn::VarStore::new(Device::Cpu);
+        let plain = small_model(&plain_vs);
+        let lrp_vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig {
+            latent_residual: true,
+            ..plain.config
+        };
+        let lrp = Hyperprior::new(&lrp_vs.root(), config, ConvPrecision::F32);
+        let plain_vars = plain_vs.variables();
+        tch::no_grad(|| {
+            for (name, mut var) in lrp_vs.variables() {
+                if let Some(weights) = plain_vars.get(&name) {
+                    var.copy_(weights);
+                }
+            }
+        });
+        // Three layers × (weight, bias).
+        assert_eq!(lrp_vs.variables().len(), plain_vars.len() + 3 * 2);
+
+        let x = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let rate = Tensor::from_slice(&[2.0f32]);
+        let max_diff = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        let before = plain.decoded_latent(&x, &rate);
+        assert_eq!(max_diff(&before, &lrp.decoded_latent(&x, &rate)), 0.0);
+
+        // With weights in its last layer the correction moves the latent, by at most
+        // half a bin in the gained domain.
+        let predictor = lrp.latent_residual.as_ref().unwrap();
+        tch::no_grad(|| {
+            let mut last = lrp_vs.variables()["latent_residual.conv2.weight"].shallow_clone();
+            last.copy_(&(Tensor::randn_like(&last) * 10.0));
+        });
+        let y_hat = Tensor::randn([1, 16, 4, 4], (Kind::Float, Device::Cpu)).round();
+        let scale = Tensor::rand([1, 16, 4, 4], (Kind::Float, Device::Cpu)) * 3.0;
+        let mean = Tensor::randn([1, 16, 4, 4], (Kind::Float, Device::Cpu));
+        let moved = predictor.forward(&y_hat, &scale, &mean, ConvPrecision::F32);
+        let shift = max_diff(&moved, &y_hat);
+        assert!(shift > 0.0 && shift <= 0.5, "shift {shift}");
+
+        let out = lrp.forward_train(&x, &rate);
+        (out.x_hat - &x).square().sum(Kind::Float).backward();
+        for name in [
+            "latent_residual.conv0.weight",
+            "latent_residual.conv2.weight",
+        ] {
+            let grad = lrp_vs.variables()[name].grad();
             assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
         }
     }

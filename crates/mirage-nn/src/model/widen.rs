@@ -306,6 +306,7 @@ mod tests {
             m,
             context: true,
             residual_blocks: 0,
+            latent_residual: false,
         };
         Hyperprior::new(&vs.root(), config, ConvPrecision::F32)
     }
@@ -418,6 +419,7 @@ mod tests {
             m,
             context: true,
             residual_blocks: 0,
+            latent_residual: false,
         };
         assert!(LatentGrowth::new(config(24), config(16)).is_err());
         assert!(LatentGrowth::new(config(16), config(20)).is_err());
