@@ -173,6 +173,14 @@ pub(crate) fn save_atomically(vs: &VarStore, path: &std::path::Path) -> Result<(
     Ok(())
 }
 
+/// Writes a small text file through a temporary one, so a reader never sees half of it.
+fn save_text_atomically(path: &std::path::Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Keeps a copy of the weights at each validation in `snapshots/NAME-STEP.safetensors`,
 /// so the best point of a run (GANs do not improve monotonically) can be shipped
 /// rather than whichever step the run happened to stop at.
@@ -452,16 +460,6 @@ pub fn train(o: &TrainOptions) -> Result<()> {
                 writeln!(val_log, "{done},{wall:.1},{r},{bpp:.4},{psnr:.3}")?;
             }
         }
-        if done == o.steps {
-            // Every trained level at the end, for comparing runs on equal steps without
-            // exporting them (the rate is the entropy model's estimate, not a file's).
-            let mut all = String::from("step,rate,bpp_estimate,psnr\n");
-            for level in 0..LEVELS {
-                let (bpp, psnr) = validate(&model, &validation, level as f32);
-                all += &format!("{done},{level},{bpp:.5},{psnr:.4}\n");
-            }
-            std::fs::write(o.run_dir.join("final-validation.csv"), all)?;
-        }
         if done % o.checkpoint_every == 0 || done == o.steps {
             save_atomically(&vs, &model_path)?;
             adam.save(&adam_path)?;
@@ -474,6 +472,18 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         }
     }
     bar.finish();
+    if adam.step == o.steps {
+        // Every trained level at the end (after the last checkpoint, so the file never
+        // stands for weights that were not saved), for comparing runs on equal steps
+        // without exporting them: the rate is the entropy model's estimate on the
+        // latents plus noise, not a file's.
+        let mut all = String::from("step,rate,bpp_estimate,psnr\n");
+        for level in 0..LEVELS {
+            let (bpp, psnr) = validate(&model, &validation, level as f32);
+            all += &format!("{},{level},{bpp:.5},{psnr:.4}\n", adam.step);
+        }
+        save_text_atomically(&o.run_dir.join("final-validation.csv"), &all)?;
+    }
     vs.freeze();
     Ok(())
 }

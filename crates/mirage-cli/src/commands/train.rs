@@ -405,52 +405,59 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             checkpoint_every,
             validate_every,
             seed,
-        } => train(&TrainOptions {
-            config: ModelConfig {
-                n,
-                m: match m {
-                    Some(m) => m,
-                    None => mirage_train::latent_channels_of(&run_dir, init_from.as_deref())?,
+        } => {
+            if latent_residual_lr_factor != 1.0 && !latent_residual {
+                anyhow::bail!(
+                    "--latent-residual-lr-factor applies with --latent-residual true only"
+                );
+            }
+            train(&TrainOptions {
+                config: ModelConfig {
+                    n,
+                    m: match m {
+                        Some(m) => m,
+                        None => mirage_train::latent_channels_of(&run_dir, init_from.as_deref())?,
+                    },
+                    context,
+                    residual_blocks,
+                    latent_residual,
                 },
-                context,
-                residual_blocks,
-                latent_residual,
-            },
-            data,
-            run_dir,
-            steps,
-            batch,
-            crop,
-            sampling: match (crops, min_scale) {
-                (CropChoice::PerPhoto, None) => CropSampling::PerPhoto,
-                (CropChoice::PerPhoto, Some(_)) => {
-                    anyhow::bail!("--min-scale applies to --crops by-area only")
-                }
-                (CropChoice::ByArea, scale) => CropSampling::ByArea {
-                    min_scale: scale.unwrap_or(0.5),
+                data,
+                run_dir,
+                steps,
+                batch,
+                crop,
+                sampling: match (crops, min_scale) {
+                    (CropChoice::PerPhoto, None) => CropSampling::PerPhoto,
+                    (CropChoice::PerPhoto, Some(_)) => {
+                        anyhow::bail!("--min-scale applies to --crops by-area only")
+                    }
+                    (CropChoice::ByArea, scale) => CropSampling::ByArea {
+                        min_scale: scale.unwrap_or(0.5),
+                    },
                 },
-            },
-            clip_norm,
-            ema_decay,
-            rate_proxy: match rate_proxy {
-                RateProxyChoice::Noise => RateProxy::UniformNoise,
-                RateProxyChoice::Rounded => RateProxy::Rounded,
-            },
-            block_edge_weight,
-            latent_residual_lr_factor,
-            lr,
-            decay_steps,
-            init_from,
-            refit_prior,
-            precision: match precision {
-                Precision::Auto => ConvPrecision::fastest_for_training(),
-                Precision::F32 => ConvPrecision::F32,
-                Precision::Bf16 => ConvPrecision::Bf16,
-            },
-            checkpoint_every,
-            validate_every,
-            seed,
-        }),
+                clip_norm,
+                ema_decay,
+                rate_proxy: match rate_proxy {
+                    RateProxyChoice::Noise => RateProxy::UniformNoise,
+                    RateProxyChoice::Rounded => RateProxy::Rounded,
+                },
+                block_edge_weight,
+                latent_residual_lr_factor,
+                lr,
+                decay_steps,
+                init_from,
+                refit_prior,
+                precision: match precision {
+                    Precision::Auto => ConvPrecision::fastest_for_training(),
+                    Precision::F32 => ConvPrecision::F32,
+                    Precision::Bf16 => ConvPrecision::Bf16,
+                },
+                checkpoint_every,
+                validate_every,
+                seed,
+            })
+        }
         TrainCommand::Flow {
             data,
             run_dir,

@@ -205,6 +205,7 @@ pub struct LatentResidual {
 impl LatentResidual {
     fn new(p: &nn::Path, n: i64, m: i64) -> LatentResidual {
         LatentResidual {
+            // Stride 1: `Conv::down` keeps the size at the latent's resolution.
             convs: [
                 Conv::down(p / "conv0", 3 * m, n, 3, 1),
                 Conv::down(p / "conv1", n, n, 3, 1),
@@ -398,7 +399,8 @@ impl Hyperprior {
     }
 
     /// The dequantized latent exactly as the decoder sees it (rounded around the
-    /// predicted mean, inverse gain applied), for training decoders on a frozen
+    /// predicted mean, corrected by the latent residual predictor if the core has one,
+    /// inverse gain applied), for training decoders on a frozen
     /// encoder. Uses libtorch's hyper-synthesis, which can differ from the codec's
     /// deterministic one in the last bits: harmless for training.
     pub fn decoded_latent(&self, x: &Tensor, rate: &Tensor) -> Tensor {
