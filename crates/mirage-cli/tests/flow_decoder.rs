@@ -22,9 +22,15 @@ fn differing(a: &image::RgbImage, b: &image::RgbImage) -> usize {
 
 #[test]
 fn flow_decode_is_seeded_and_refines_the_mse_decode() {
-    // Each bundled core has its own refiner: v1's and the current one's.
+    // Each refiner is bundled with the core it was trained on: v1's, the fourth
+    // release's (which the fifth to thirteenth take), and the current one's.
+    let fourth_release = mirage::codec::default_model_path()
+        .parent()
+        .unwrap()
+        .join("v2.3/hyperprior.safetensors");
     for core in [
         mirage::codec::v1_model_path(),
+        fourth_release,
         mirage::codec::default_model_path(),
     ] {
         check_flow_decode(&core);
