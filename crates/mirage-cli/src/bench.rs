@@ -15,6 +15,7 @@ use mirage::decoders::AddOns;
 use mirage_eval::block_edges::block_edge_excess;
 use mirage_eval::excess_detail::excess_detail;
 use mirage_eval::grid_marks::GridMarks;
+use mirage_eval::report::csv_field;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -403,8 +404,8 @@ pub fn run_decoders(
                 let _ = writeln!(
                     csv,
                     "{},{target},{},{:.5},{:.4},{:.5},{:.3},{:.4},{:.3},{:.3},{:.4}",
-                    path.file_stem().unwrap_or_default().to_string_lossy(),
-                    column.label(),
+                    csv_field(&path.file_stem().unwrap_or_default().to_string_lossy()),
+                    csv_field(&column.label()),
                     values[0],
                     values[1],
                     values[2],

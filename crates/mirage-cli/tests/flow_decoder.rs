@@ -107,3 +107,46 @@ fn flow_decode_is_identical_with_one_and_two_threads() {
     let b = image::open(&two).unwrap().to_rgb8();
     assert_eq!(differing(&a, &b), 0);
 }
+
+/// `bench decoders` names a flow column "flow N steps, T t": its CSV quotes that label, so
+/// every row keeps its columns (an unquoted comma shifted the figures of flow rows).
+#[test]
+fn the_decoder_benchmark_csv_keeps_the_flow_rows_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    // Large enough for the realism measures' two 256² patches per set.
+    let photo = image::imageops::resize(&sample(), 512, 512, image::imageops::FilterType::Triangle);
+    photo.save(images.join("crop.png")).unwrap();
+    let out = dir.path().join("out");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    common::run_with_model(
+        &mirage::codec::default_model_path(),
+        &[
+            "bench",
+            "decoders",
+            "--images",
+            &s(&images),
+            "--bpp",
+            "0.3",
+            "--decoders",
+            "0,flow1",
+            "--out-dir",
+            &s(&out),
+        ],
+        "2",
+    );
+    let csv = std::fs::read_to_string(out.join("decoders.csv")).unwrap();
+    let mut lines = csv.lines();
+    let columns = lines.next().unwrap().split(',').count();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    let flow = rows.iter().find(|r| r.contains("flow 1 steps")).unwrap();
+    assert!(
+        flow.starts_with("crop,0.3,\"flow 1 steps, T 0.6\","),
+        "{flow}"
+    );
+    // Outside the quotes, the flow row has as many fields as the header.
+    let unquoted: String = flow.split('"').step_by(2).collect();
+    assert_eq!(unquoted.split(',').count(), columns, "{flow}");
+}

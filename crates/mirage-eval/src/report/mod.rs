@@ -642,7 +642,9 @@ fn save_crop(dir: &Path, crop: &Crop) -> Result<String> {
     Ok(name)
 }
 
-fn csv_field(s: &str) -> String {
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180): decoder
+/// labels such as "flow 4 steps, T 0.6" do.
+pub fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
