@@ -975,6 +975,15 @@ pub struct WarmStart {
 mod tests {
     use super::*;
 
+    /// A freshly initialised core with `config`, saved as a training checkpoint in `dir`.
+    fn fresh_checkpoint(dir: &Path, config: ModelConfig) -> std::path::PathBuf {
+        let vs = VarStore::new(Device::Cpu);
+        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+        let checkpoint = dir.join("checkpoint.safetensors");
+        vs.save(&checkpoint).unwrap();
+        checkpoint
+    }
+
     fn add_on_for(base: &[u8; 8]) -> DecoderFile {
         DecoderFile {
             id: [9; 8],
@@ -996,10 +1005,7 @@ mod tests {
             latent_residual: true,
             ..ModelConfig::default()
         };
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
-        let checkpoint = dir.join("checkpoint.safetensors");
-        vs.save(&checkpoint).unwrap();
+        let checkpoint = fresh_checkpoint(&dir, config);
         assert!(latent_residual_in(&checkpoint).unwrap());
         let out = dir.join("model.safetensors");
         let err = export(&checkpoint, config.context, None, &out).unwrap_err();
@@ -1019,10 +1025,7 @@ mod tests {
             m: 16,
             ..ModelConfig::default()
         };
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
-        let checkpoint = dir.join("checkpoint.safetensors");
-        vs.save(&checkpoint).unwrap();
+        let checkpoint = fresh_checkpoint(&dir, config);
         let files: Vec<Vec<u8>> = (0..4)
             .map(|k| {
                 let out = dir.join(format!("model-{k}.safetensors"));
@@ -1057,10 +1060,7 @@ mod tests {
             residual_blocks: 1,
             latent_residual: false,
         };
-        let vs = VarStore::new(Device::Cpu);
-        let _model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
-        let checkpoint = dir.join("checkpoint.safetensors");
-        vs.save(&checkpoint).unwrap();
+        let checkpoint = fresh_checkpoint(&dir, config);
         assert_eq!(residual_blocks_in(&checkpoint).unwrap(), 1);
         let out = dir.join("model.safetensors");
         // Widths and blocks come from the checkpoint, whatever the caller believes.

@@ -526,6 +526,35 @@ mod tests {
         Hyperprior::new(&vs.root(), config, ConvPrecision::F32)
     }
 
+    /// A core built with `config` whose weights shared with `plain` are copied from it,
+    /// as `--init-from` fills a grown network; returns it and how many were copied.
+    fn grown_from(
+        plain_vs: &nn::VarStore,
+        config: ModelConfig,
+    ) -> (nn::VarStore, Hyperprior, usize) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+        let plain_vars = plain_vs.variables();
+        let mut copied = 0;
+        tch::no_grad(|| {
+            for (name, mut var) in vs.variables() {
+                if let Some(weights) = plain_vars.get(&name) {
+                    var.copy_(weights);
+                    copied += 1;
+                }
+            }
+        });
+        (vs, model, copied)
+    }
+
+    /// Each named variable received a non-zero gradient.
+    fn assert_gradients(vs: &nn::VarStore, names: &[&str]) {
+        for name in names {
+            let grad = vs.variables()[*name].grad();
+            assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
+        }
+    }
+
     /// A core deepened with residual blocks computes exactly what the plain core did
     /// (so a run can grow them from a shipped release), and the blocks still learn:
     /// their last layers get a gradient.
@@ -534,22 +563,12 @@ mod tests {
         tch::manual_seed(5);
         let plain_vs = nn::VarStore::new(Device::Cpu);
         let plain = small_model(&plain_vs);
-        let deep_vs = nn::VarStore::new(Device::Cpu);
         let config = ModelConfig {
             residual_blocks: 2,
             ..plain.config
         };
-        let deep = Hyperprior::new(&deep_vs.root(), config, ConvPrecision::F32);
+        let (deep_vs, deep, copied) = grown_from(&plain_vs, config);
         let plain_vars = plain_vs.variables();
-        let mut copied = 0;
-        tch::no_grad(|| {
-            for (name, mut var) in deep_vs.variables() {
-                if let Some(weights) = plain_vars.get(&name) {
-                    var.copy_(weights);
-                    copied += 1;
-                }
-            }
-        });
         assert_eq!(copied, plain_vars.len());
         // Two stages × two blocks × three layers × (weight, bias), in each transform.
         assert_eq!(
@@ -568,15 +587,15 @@ mod tests {
 
         let loss = deep.synthesis(&deep.analysis(&x)).square().sum(Kind::Float);
         loss.backward();
-        for name in [
-            "analysis.block1_0.expand.weight",
-            "analysis.block2_1.expand.weight",
-            "synthesis.block0_0.expand.weight",
-            "synthesis.block1_1.expand.weight",
-        ] {
-            let grad = deep_vs.variables()[name].grad();
-            assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
-        }
+        assert_gradients(
+            &deep_vs,
+            &[
+                "analysis.block1_0.expand.weight",
+                "analysis.block2_1.expand.weight",
+                "synthesis.block0_0.expand.weight",
+                "synthesis.block1_1.expand.weight",
+            ],
+        );
     }
 
     /// A core given latent residual prediction decodes exactly what it did without it
@@ -587,22 +606,14 @@ mod tests {
         tch::manual_seed(7);
         let plain_vs = nn::VarStore::new(Device::Cpu);
         let plain = small_model(&plain_vs);
-        let lrp_vs = nn::VarStore::new(Device::Cpu);
         let config = ModelConfig {
             latent_residual: true,
             ..plain.config
         };
-        let lrp = Hyperprior::new(&lrp_vs.root(), config, ConvPrecision::F32);
-        let plain_vars = plain_vs.variables();
-        tch::no_grad(|| {
-            for (name, mut var) in lrp_vs.variables() {
-                if let Some(weights) = plain_vars.get(&name) {
-                    var.copy_(weights);
-                }
-            }
-        });
+        let (lrp_vs, lrp, copied) = grown_from(&plain_vs, config);
+        assert_eq!(copied, plain_vs.variables().len());
         // Three layers × (weight, bias).
-        assert_eq!(lrp_vs.variables().len(), plain_vars.len() + 3 * 2);
+        assert_eq!(lrp_vs.variables().len(), copied + 3 * 2);
 
         let x = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
         let rate = Tensor::from_slice(&[2.0f32]);
@@ -626,13 +637,13 @@ mod tests {
 
         let out = lrp.forward_train(&x, &rate);
         (out.x_hat - &x).square().sum(Kind::Float).backward();
-        for name in [
-            "latent_residual.conv0.weight",
-            "latent_residual.conv2.weight",
-        ] {
-            let grad = lrp_vs.variables()[name].grad();
-            assert!(f64::try_from(grad.abs().max()).unwrap() > 0.0, "{name}");
-        }
+        assert_gradients(
+            &lrp_vs,
+            &[
+                "latent_residual.conv0.weight",
+                "latent_residual.conv2.weight",
+            ],
+        );
     }
 
     /// The rounded proxy scores the symbols the coder would see: the same bits on every
