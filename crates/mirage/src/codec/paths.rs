@@ -15,7 +15,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// that keeps an add-on trained on it (v2.10), decode-only. Older ones are in
 /// [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.10", "v2.11", "v2.12"]
+    ["v2.3", "v2.10", "v2.12", "v2.13"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,6 +91,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "6d354dadac5f21b8",
         release: "v2.9",
         commit: "ae14d8d111e5",
+    },
+    RetiredCore {
+        id: "893a7de4418c4a5d",
+        release: "v2.11",
+        commit: "1ada083e33a2",
     },
 ];
 
