@@ -86,6 +86,32 @@ pub(crate) fn parse_realism(s: &str) -> Result<Realism, String> {
     }
 }
 
+/// `--realism` at the encoder: what the file tells `decode --realism auto` to do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum RealismSetting {
+    /// `auto`: the realism predictor's per-region map (ConHa), stored in the file.
+    Map,
+    /// `fixed`: the one weight the predictor's file names (ConHa-fixed, ⅔ for the
+    /// bundled predictor, chosen on training-photo votes), stored as the file's suggestion.
+    Fixed,
+    /// A weight in [0, 1], stored as the file's suggestion.
+    Weight(f32),
+}
+
+/// `--realism auto`, `fixed` or a weight in [0, 1], at the encoder.
+pub(crate) fn parse_realism_setting(s: &str) -> Result<RealismSetting, String> {
+    match s {
+        "auto" => Ok(RealismSetting::Map),
+        "fixed" => Ok(RealismSetting::Fixed),
+        _ => match parse_realism(s) {
+            Ok(Realism::Weight(w)) => Ok(RealismSetting::Weight(w)),
+            _ => Err(format!(
+                "expected `auto`, `fixed` or a number from 0 to 1, not `{s}`"
+            )),
+        },
+    }
+}
+
 /// One `--fixed` item: `codec:setting`, e.g. `avif:56` or `jxl:15`.
 pub(crate) fn parse_fixed(s: &str) -> Result<(String, f64), String> {
     let (codec, setting) = s

@@ -25,7 +25,8 @@ pub fn default_predictor_path() -> PathBuf {
 pub struct Predictor {
     _vs: VarStore,
     net: RealismPredictor,
-    /// The best single level on the training labels ("ConHa-fixed").
+    /// "ConHa-fixed": the best single level on the training run's votes when it had
+    /// any (preferences outrank the proxy), else on its proxy labels.
     fixed_level: u8,
     pub id: [u8; 8],
 }
@@ -80,7 +81,7 @@ impl Predictor {
         Ok((bytes, report, map))
     }
 
-    /// The best single weight on the training labels (the "ConHa-fixed" baseline).
+    /// The one weight this predictor stands for ("ConHa-fixed"; see `fixed_level`).
     pub fn fixed_weight(&self) -> f32 {
         RealismMap::weight(self.fixed_level)
     }
