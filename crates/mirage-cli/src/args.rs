@@ -91,8 +91,8 @@ pub(crate) fn parse_realism(s: &str) -> Result<Realism, String> {
 pub(crate) enum RealismSetting {
     /// `auto`: the realism predictor's per-region map (ConHa), stored in the file.
     Map,
-    /// `fixed`: the one weight the predictor's file names (ConHa-fixed, ⅔ for the
-    /// bundled predictor, chosen on training-photo votes), stored as the file's suggestion.
+    /// `fixed`: the one weight the predictor's file names (ConHa-fixed, ⅓ for the
+    /// bundled predictor, chosen on votes), stored as the file's suggestion.
     Fixed,
     /// A weight in [0, 1], stored as the file's suggestion.
     Weight(f32),

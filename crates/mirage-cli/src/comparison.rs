@@ -85,7 +85,7 @@ pub enum Column {
     /// ConHa: the realism predictor's per-region map, added to the file (which grows
     /// by the map's bytes) and followed by the decoder.
     Auto,
-    /// ConHa-fixed: the one weight that is best on the predictor's training labels.
+    /// ConHa-fixed: the one weight the predictor's file names (`Predictor::fixed_weight`).
     Fixed,
     /// A classic codec (`avif`, `jxl`, `webp`, ...) at the largest file no bigger than
     /// Mirage's file: the user's question "Mirage or AVIF, at this size?".

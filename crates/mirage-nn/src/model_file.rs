@@ -373,7 +373,8 @@ pub fn export_flow(
 }
 
 /// The realism predictor of a `predictor.safetensors` checkpoint, as a shipped file,
-/// with the best single level on its training labels (the "ConHa-fixed" baseline).
+/// with the one level it stands for when a single weight is asked for ("ConHa-fixed": the
+/// best constant on the run's votes, else on its proxy labels).
 pub fn export_predictor(
     checkpoint: &Path,
     fixed_level: u8,

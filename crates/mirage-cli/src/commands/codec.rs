@@ -23,7 +23,7 @@ pub(crate) enum CodecCommand {
         #[command(flatten)]
         rate: Rate,
         /// What `decode --realism auto` will use: a weight (0–1) stored in the header;
-        /// `fixed`, the realism predictor's one weight (ConHa-fixed, ⅔), stored the same
+        /// `fixed`, the realism predictor's one weight (ConHa-fixed, ⅓), stored the same
         /// way; or `auto`, the predictor's per-region map (ConHa; a size target keeps
         /// room for the map's bytes). Without it the file decodes faithfully (w = 0).
         #[arg(long, value_parser = parse_realism_setting)]
@@ -80,10 +80,10 @@ pub(crate) enum CodecCommand {
         #[command(flatten)]
         rate: Rate,
         /// Hallucination weight of the decode (0–1); `fixed`, the realism predictor's
-        /// one weight (ConHa-fixed, ⅔); or `auto`, its per-region map (ConHa). The
+        /// one weight (ConHa-fixed, ⅓); or `auto`, its per-region map (ConHa). The
         /// encoder writes `fixed` or `auto` into the file and the decoder follows it.
-        /// `fixed` is the default because blind votes preferred it to the map (12–4 on
-        /// held-out training photos, 13–5 and 10–0 on Kodak; docs/conha.md).
+        /// `fixed` is the default because blind votes preferred it to the map, to ⅔ and
+        /// to the MSE decode (docs/conha.md).
         #[arg(long, default_value = "fixed", value_parser = parse_realism_setting)]
         realism: RealismSetting,
         #[command(flatten)]
