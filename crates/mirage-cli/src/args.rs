@@ -87,7 +87,7 @@ pub(crate) fn parse_realism(s: &str) -> Result<Realism, String> {
 }
 
 /// `--realism` at the encoder: what the file tells `decode --realism auto` to do.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum RealismSetting {
     /// `auto`: the realism predictor's per-region map (ConHa), stored in the file.
     Map,

@@ -169,6 +169,42 @@ fn a_predictor_for_another_model_is_refused() {
         assert!(stderr.contains("realism predictor"), "{setting}: {stderr}");
         assert!(!dir.path().join("a.mrg").exists());
     }
+    // `roundtrip` without a predictor: asked for `fixed`, the same error and no outputs;
+    // by default, the MSE decode, and its report says so.
+    let roundtrip = |extra: &[&str], out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_mirage"))
+            .env(
+                "MIRAGE_PREDICTOR_MODEL",
+                dir.path().join("missing.safetensors"),
+            )
+            .arg("roundtrip")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../mirage/tests/data/kodim23-crop.png"),
+            )
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let asked = dir.path().join("asked");
+    let out = roundtrip(&["--realism", "fixed"], &asked);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("realism predictor"));
+    assert!(!asked.join("kodim23-crop.mrg").exists());
+    let default = dir.path().join("default");
+    let out = roundtrip(&[], &default);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("realism w = 0 (the file suggests none)"),
+        "{report}"
+    );
+    let c = mirage_format::read(&std::fs::read(default.join("kodim23-crop.mrg")).unwrap()).unwrap();
+    assert_eq!(c.header.realism, None);
 }
 
 /// The command line end to end: `encode --realism auto`, `info` lists the map, and the
@@ -220,6 +256,8 @@ fn roundtrip_defaults_to_conha_fixed_and_encode_can_ask_for_it() {
     let core = mirage::codec::default_model_path();
     let (codec, add_ons) = codec(&core);
     let fixed = add_ons.predictor().unwrap().fixed_weight();
+    // Otherwise "followed the file" could not be told from the MSE decode below.
+    assert!(fixed > 0.0);
     let stored = Some((fixed * 255.0).round() as u8);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.png");
@@ -232,7 +270,11 @@ fn roundtrip_defaults_to_conha_fixed_and_encode_can_ask_for_it() {
     let run = |args: &[&str]| common::run_with_model(&core, args, "2");
 
     let out = dir.path().join("roundtrip");
-    run(&["roundtrip", &s(&input), &s(&out), "--bpp", "0.15"]);
+    let report = run(&["roundtrip", &s(&input), &s(&out), "--bpp", "0.15"]);
+    assert!(
+        report.contains(&format!("realism w = {fixed:.2} (the file's)")),
+        "{report}"
+    );
     let (realism, sections) = header_and_sections(&out.join("in.mrg"));
     assert_eq!(realism, stored, "roundtrip stores ConHa-fixed");
     assert_eq!(sections, 2, "and no realism map");
@@ -259,7 +301,7 @@ fn roundtrip_defaults_to_conha_fixed_and_encode_can_ask_for_it() {
     assert_eq!(std::fs::read(&fixed_mrg).unwrap(), bytes, "the same file");
 
     let map_out = dir.path().join("map");
-    run(&[
+    let report = run(&[
         "roundtrip",
         &s(&input),
         &s(&map_out),
@@ -268,6 +310,8 @@ fn roundtrip_defaults_to_conha_fixed_and_encode_can_ask_for_it() {
         "--realism",
         "auto",
     ]);
+    let has_map = header_and_sections(&map_out.join("in.mrg")).1 == 3;
+    assert_eq!(report.contains("the file's ConHa map"), has_map, "{report}");
     let (with_map, _, _) = add_ons
         .predictor()
         .unwrap()

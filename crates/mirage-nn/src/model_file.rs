@@ -373,8 +373,9 @@ pub fn export_flow(
 }
 
 /// The realism predictor of a `predictor.safetensors` checkpoint, as a shipped file,
-/// with the one level it stands for when a single weight is asked for ("ConHa-fixed": the
-/// best constant on the run's votes, else on its proxy labels).
+/// with the one level it stands for when a single weight is asked for ("ConHa-fixed"; the
+/// run's `fixed_level` file: the best constant on its votes, else on its proxy labels, or
+/// a level written from later votes).
 pub fn export_predictor(
     checkpoint: &Path,
     fixed_level: u8,

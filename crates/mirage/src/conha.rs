@@ -25,8 +25,9 @@ pub fn default_predictor_path() -> PathBuf {
 pub struct Predictor {
     _vs: VarStore,
     net: RealismPredictor,
-    /// "ConHa-fixed": the best single level on the training run's votes when it had
-    /// any (preferences outrank the proxy), else on its proxy labels.
+    /// "ConHa-fixed", the level the file names: `train predictor` writes the best
+    /// constant on its votes (else on its proxy labels), and a file can be re-exported
+    /// with a level from later votes (the bundled one: models/realism-predictor.md).
     fixed_level: u8,
     pub id: [u8; 8],
 }

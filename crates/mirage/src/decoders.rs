@@ -305,7 +305,7 @@ impl AddOns {
     pub fn predictor(&self) -> Result<&Predictor> {
         self.predictor.as_ref().ok_or_else(|| {
             MirageError::BadParameter(format!(
-                "realism `auto` or `fixed` at the encoder needs a realism predictor trained for this core ({ADD_ONS_HINT})"
+                "realism `auto` or `fixed` needs a realism predictor trained for this core ({ADD_ONS_HINT})"
             ))
         })
     }

@@ -23,7 +23,8 @@ pub(crate) enum CodecCommand {
         #[command(flatten)]
         rate: Rate,
         /// What `decode --realism auto` will use: a weight (0–1) stored in the header;
-        /// `fixed`, the realism predictor's one weight (ConHa-fixed, ⅓), stored the same
+        /// `fixed`, the realism predictor's one weight (ConHa-fixed, ⅓ for the bundled
+        /// predictor), stored the same
         /// way; or `auto`, the predictor's per-region map (ConHa; a size target keeps
         /// room for the map's bytes). Without it the file decodes faithfully (w = 0).
         #[arg(long, value_parser = parse_realism_setting)]
@@ -79,13 +80,14 @@ pub(crate) enum CodecCommand {
         out_dir: PathBuf,
         #[command(flatten)]
         rate: Rate,
-        /// Hallucination weight of the decode (0–1); `fixed`, the realism predictor's
-        /// one weight (ConHa-fixed, ⅓); or `auto`, its per-region map (ConHa). The
-        /// encoder writes `fixed` or `auto` into the file and the decoder follows it.
-        /// `fixed` is the default because blind votes preferred it to the map, to ⅔ and
-        /// to the MSE decode (docs/conha.md).
-        #[arg(long, default_value = "fixed", value_parser = parse_realism_setting)]
-        realism: RealismSetting,
+        /// Hallucination weight of the decode: a weight (0–1); `fixed`, the realism
+        /// predictor's one weight (ConHa-fixed, ⅓ for the bundled predictor); or `auto`,
+        /// its per-region map (ConHa). It is written into the file, and the decode follows
+        /// the file. Default: `fixed` where the core has a predictor (blind votes preferred
+        /// the constant ⅔ to the map, then ⅓ to ⅔ and to the MSE decode; docs/conha.md),
+        /// else the MSE decode; the report says which.
+        #[arg(long, value_parser = parse_realism_setting)]
+        realism: Option<RealismSetting>,
         #[command(flatten)]
         mode: ModeArgs,
         /// Replace the .mrg and .decoded.png already in the folder.
@@ -118,7 +120,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 codec: &codec,
                 add_ons: &add_ons,
                 rate: &rate,
-                realism,
+                suggestion: Suggestion::resolve(realism, mode.mode, &add_ons)?,
                 mode: &mode,
             };
             for_each_file(
@@ -248,21 +250,24 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
             let (codec, add_ons) = load_codec(models)?;
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("cannot create {}", out_dir.display()))?;
-            // `auto` and `fixed` are the whole ConHa path when the predictor is there:
-            // the encoder writes its map or its weight and the decoder follows the file.
-            // A plain weight is the decoder's alone.
-            let (encode_realism, decode_realism) = match realism {
-                RealismSetting::Weight(w) => (None, Realism::Weight(w)),
-                setting if add_ons.predictor.is_some() && mode.mode == Mode::Core => {
-                    (Some(setting), Realism::Auto)
+            // A core file carries its weight (or ConHa map) and the decode follows the
+            // file, so a later `mirage decode` of it gives the same picture. An ultra-low
+            // file has no such field: a weight there is the decoder's alone.
+            let (setting, decode_realism) = match (mode.mode, realism) {
+                (Mode::Ultralow, None) => (None, Realism::Auto),
+                (Mode::Ultralow, Some(RealismSetting::Weight(w))) => (None, Realism::Weight(w)),
+                (Mode::Ultralow, Some(_)) => {
+                    bail!("--realism auto and fixed are for the core mode; give an ultra-low file a weight, or none (w = 1)")
                 }
-                _ => (None, Realism::Auto),
+                (Mode::Core, None) if add_ons.predictor.is_none() => (None, Realism::Auto),
+                (Mode::Core, None) => (Some(RealismSetting::Fixed), Realism::Auto),
+                (Mode::Core, explicit) => (explicit, Realism::Auto),
             };
             let job = Job {
                 codec: &codec,
                 add_ons: &add_ons,
                 rate: &rate,
-                realism: encode_realism,
+                suggestion: Suggestion::resolve(setting, mode.mode, &add_ons)?,
                 mode: &mode,
             };
             let original = job.encode(&input, &mrg, force)?;
@@ -273,6 +278,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 println!("caption: {caption}");
             }
             write_image(&decoded, &png, force)?;
+            let weight = decoded_weight(&bytes, decode_realism)?;
             let pixels = (original.width() * original.height()) as f64;
             // SSIMULACRA2 needs 8×8 pixels; a smaller image still gets its other figures.
             let ssimulacra2 = if original.width().min(original.height()) >= 8 {
@@ -281,7 +287,7 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 "n/a (under 8×8 pixels)".to_string()
             };
             println!(
-                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {ssimulacra2}\n  wrote {} and {}",
+                "{}: {} bytes, {:.4} bpp, PSNR {:.2} dB, SSIMULACRA2 {ssimulacra2}{weight}\n  wrote {} and {}",
                 input.display(),
                 bytes.len(),
                 bytes.len() as f64 * 8.0 / pixels,
@@ -294,12 +300,68 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
     }
 }
 
+/// How much `roundtrip`'s decode of a core file invented, for its report (empty for an
+/// ultra-low file): the weight comes from the file unless the user gave one, so a file
+/// without a suggestion (no realism predictor for this core) says it was the MSE decode
+/// rather than leaving the user to guess.
+fn decoded_weight(bytes: &[u8], realism: Realism) -> Result<String> {
+    if mirage::ultralow::is_ultralow(bytes)? {
+        return Ok(String::new());
+    }
+    let c = mirage_format::read(bytes)?;
+    let stored = c.header.realism.map(|v| v as f32 / 255.0);
+    let has_map = c.sections.len() > mirage::layout::REALISM_MAP_SECTION;
+    Ok(match (realism, stored) {
+        (Realism::Weight(w), _) => format!(", realism w = {w:.2}"),
+        (Realism::Auto, Some(mean)) if has_map => {
+            format!(", realism: the file's ConHa map (mean w = {mean:.2})")
+        }
+        (Realism::Auto, Some(w)) => format!(", realism w = {w:.2} (the file's)"),
+        (Realism::Auto, None) => ", realism w = 0 (the file suggests none)".to_string(),
+    })
+}
+
+/// What an encoded core file tells `decode --realism auto`, once `--realism` is resolved.
+#[derive(Clone, Copy)]
+enum Suggestion {
+    /// The realism predictor's per-region map (ConHa).
+    Map,
+    /// One weight for the whole image.
+    Weight(f32),
+}
+
+impl Suggestion {
+    /// Resolves `--realism` once, before any image is encoded, so that a missing
+    /// predictor or a setting the mode cannot store fails up front rather than after
+    /// every file of a folder has been compressed: `fixed` becomes the predictor's weight.
+    fn resolve(
+        setting: Option<RealismSetting>,
+        mode: Mode,
+        add_ons: &AddOns,
+    ) -> Result<Option<Suggestion>> {
+        Ok(match (mode, setting) {
+            (_, None) => None,
+            (Mode::Ultralow, Some(_)) => bail!(
+                "--realism is for the core mode; an ultra-low file decodes at w = 1 unless `decode --realism` says otherwise"
+            ),
+            (Mode::Core, Some(RealismSetting::Map)) => {
+                add_ons.predictor()?;
+                Some(Suggestion::Map)
+            }
+            (Mode::Core, Some(RealismSetting::Fixed)) => {
+                Some(Suggestion::Weight(add_ons.predictor()?.fixed_weight()))
+            }
+            (Mode::Core, Some(RealismSetting::Weight(w))) => Some(Suggestion::Weight(w)),
+        })
+    }
+}
+
 /// What `encode` does to each file.
 struct Job<'a> {
     codec: &'a Codec,
     add_ons: &'a AddOns,
     rate: &'a Rate,
-    realism: Option<RealismSetting>,
+    suggestion: Option<Suggestion>,
     mode: &'a ModeArgs,
 }
 
@@ -314,11 +376,9 @@ impl Job<'_> {
         }
         let in_context =
             |e: mirage::MirageError| anyhow::Error::new(e).context(src.display().to_string());
-        let bytes = match (self.mode.mode, self.realism) {
-            (Mode::Ultralow, realism) => {
-                if realism.is_some() {
-                    bail!("--realism is for the core mode; an ultra-low file decodes at w = 1 unless `decode --realism` says otherwise");
-                }
+        let bytes = match (self.mode.mode, self.suggestion) {
+            // `Suggestion::resolve` refused a suggestion for this mode.
+            (Mode::Ultralow, _) => {
                 if self.rate.effort != 0 {
                     bail!("--effort is for the core mode");
                 }
@@ -339,21 +399,14 @@ impl Job<'_> {
             (Mode::Core, _) if self.mode.caption.is_some() => {
                 bail!("--caption is for the ultra-low mode (--mode ultralow)")
             }
-            (Mode::Core, Some(RealismSetting::Map)) => {
+            (Mode::Core, Some(Suggestion::Map)) => {
                 add_ons
                     .predictor()?
                     .compress(codec, &loaded.image, target, self.rate.effort)
                     .map_err(in_context)?
                     .0
             }
-            (Mode::Core, Some(RealismSetting::Fixed)) => suggest_realism(
-                &codec
-                    .compress_with_effort(&loaded.image, target, self.rate.effort)
-                    .map_err(in_context)?
-                    .0,
-                add_ons.predictor()?.fixed_weight(),
-            )?,
-            (Mode::Core, Some(RealismSetting::Weight(w))) => suggest_realism(
+            (Mode::Core, Some(Suggestion::Weight(w))) => suggest_realism(
                 &codec
                     .compress_with_effort(&loaded.image, target, self.rate.effort)
                     .map_err(in_context)?
