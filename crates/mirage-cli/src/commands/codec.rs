@@ -24,9 +24,9 @@ pub(crate) enum CodecCommand {
         rate: Rate,
         /// What `decode --realism auto` will use: a weight (0–1) stored in the header;
         /// `fixed`, the realism predictor's one weight (ConHa-fixed, ⅓ for the bundled
-        /// predictor), stored the same
-        /// way; or `auto`, the predictor's per-region map (ConHa; a size target keeps
-        /// room for the map's bytes). Without it the file decodes faithfully (w = 0).
+        /// predictor), stored the same way; or `auto`, the predictor's per-region map
+        /// (ConHa; a size target keeps room for the map's bytes). Without it the file
+        /// decodes faithfully (w = 0).
         #[arg(long, value_parser = parse_realism_setting)]
         realism: Option<RealismSetting>,
         #[command(flatten)]
@@ -248,8 +248,6 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 refuse_to_replace(&input, output, force)?;
             }
             let (codec, add_ons) = load_codec(models)?;
-            std::fs::create_dir_all(&out_dir)
-                .with_context(|| format!("cannot create {}", out_dir.display()))?;
             // A core file carries its weight (or ConHa map) and the decode follows the
             // file, so a later `mirage decode` of it gives the same picture. An ultra-low
             // file has no such field: a weight there is the decoder's alone.
@@ -270,6 +268,10 @@ pub(crate) fn run(command: CodecCommand, models: &Models) -> Result<()> {
                 suggestion: Suggestion::resolve(setting, mode.mode, &add_ons)?,
                 mode: &mode,
             };
+            // Only now that `--realism` is known to work: a refused setting leaves no
+            // empty folder behind.
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("cannot create {}", out_dir.display()))?;
             let original = job.encode(&input, &mrg, force)?;
             let bytes = std::fs::read(&mrg)?;
             let (decoded, _, caption) =
