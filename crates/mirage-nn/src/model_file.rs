@@ -189,9 +189,9 @@ const RESIDUAL_BLOCKS: &str = "residual_blocks";
 
 /// The most residual blocks per stage a core may have. Each block widens the transforms'
 /// reach (by 0.75 latent positions in the synthesis, 12 pixels in the analysis), and the
-/// codec's tile margins (`codec/tiles.rs`, `effort.rs`) hold that of two: the realism
-/// decoder's 4.4 + 1.5 positions within its margin of 6. More needs wider margins first.
-pub const MAX_RESIDUAL_BLOCKS: i64 = 2;
+/// codec's tile margins (`codec/tiles.rs`, `effort.rs`) grow with the count; the bound
+/// keeps a corrupt or hostile header from asking for a network of absurd depth.
+pub const MAX_RESIDUAL_BLOCKS: i64 = 4;
 
 /// A training checkpoint's tensor shapes, by name. A checkpoint carries no metadata:
 /// its tensors say what network it holds.

@@ -126,7 +126,8 @@ impl Codec {
         });
         let (yh, yw) = (y0.size()[2] as usize, y0.size()[3] as usize);
         let refined = y0.copy();
-        for tile in tiles_of(yh, yw, (REFINE_TILE, REFINE_TILE), REFINE_MARGIN) {
+        let margin = refine_margin(net.config.residual_blocks);
+        for tile in tiles_of(yh, yw, (REFINE_TILE, REFINE_TILE), margin) {
             let region = |t: &Tensor| {
                 let [y0, y1, x0, x1] = tile.padded;
                 t.narrow(2, y0 as i64, (y1 - y0) as i64)
@@ -145,14 +146,19 @@ impl Codec {
 /// memory stays bounded: it differentiates through the synthesis, whose activations and
 /// gradients grow with the area. Each tile optimises its own part of the objective (the
 /// distortion of its core pixels and the bits of its core latents) over its core and
-/// margin, and keeps only the core; the synthesis reaches about 2 latent positions (3.5
-/// with two residual blocks per stage), so a margin of 4 lets a tile see what its
-/// neighbours decode. Tile and margin are even, so
-/// the context model's checkerboard keeps the parity it has on the whole latent. Tiles
-/// are 48 × 48 positions (768² pixels): a Kodak image is refined in one piece, exactly
-/// as an untiled refinement.
+/// margin, and keeps only the core; the margin lets a tile see what its neighbours
+/// decode (see [`refine_margin`]). Tiles are 48 × 48 positions (768² pixels): a Kodak
+/// image is refined in one piece, exactly as an untiled refinement.
 const REFINE_TILE: usize = 48;
-const REFINE_MARGIN: usize = 4;
+
+/// The refinement's margin: the synthesis reaches about 2 latent positions, and 0.75
+/// more for each residual block per stage (3.5 with two), so 4 holds cores of up to two
+/// blocks, and deeper cores get their reach. It is even, as the tile is, so that the
+/// context model's checkerboard keeps the parity it has on the whole latent.
+fn refine_margin(residual_blocks: i64) -> usize {
+    let reach = (2.0 + 0.75 * residual_blocks as f64).ceil() as usize;
+    4.max(reach.next_multiple_of(2))
+}
 
 /// What the refinement minimises, `λ(r) · 255² · MSE + bpp`, for one image.
 struct Objective<'a> {

@@ -69,10 +69,9 @@ pub(crate) enum TrainCommand {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         context: bool,
         /// Residual bottleneck blocks on each low-resolution stage of both transforms
-        /// (at most 2, what the codec's tile margins hold). With --init-from a core that
-        /// has fewer, the new ones start as the identity, so the run begins exactly at
-        /// that core and grows them.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=2))]
+        /// (at most 4). With --init-from a core that has fewer, the new ones start as the
+        /// identity, so the run begins exactly at that core and grows them.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=4))]
         residual_blocks: i64,
         /// Latent residual prediction between the decoded latent and the synthesis
         /// (Minnen & Singh 2020; `mirage_nn::model::LatentResidual`). Experimental: it

@@ -214,7 +214,8 @@ impl Codec {
         self.check_encoder()?;
         check_size(img.width(), img.height())?;
         let start = Instant::now();
-        let y = self.analysis_tiled(img, tiles::ANALYSIS_TILE, tiles::ANALYSIS_MARGIN);
+        let margin = tiles::analysis_margin(self.config().residual_blocks);
+        let y = self.analysis_tiled(img, tiles::ANALYSIS_TILE, margin);
         Ok(Analysis {
             y,
             z: None,

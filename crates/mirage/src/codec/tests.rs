@@ -1,6 +1,6 @@
 use super::*;
 use crate::decoders::{AddOns, Decoder, Realism};
-use crate::layout::padded_tensor;
+use crate::layout::{padded_tensor, LATENT_STRIDE};
 use mirage_format::realism_map::RealismMap;
 
 /// A decode by the bundled v1 realism generator.
@@ -287,4 +287,152 @@ fn a_decode_only_core_decodes_as_the_full_one() {
         .err()
         .expect("a damaged header is refused");
     assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+/// Cores of up to two residual blocks per stage keep the margins their files were
+/// always decoded with (so they decode to the same pixels); deeper ones get wider ones.
+#[test]
+fn margins_grow_with_depth_beyond_two_blocks() {
+    for blocks in 0..=2 {
+        assert_eq!(tiles::synthesis_margin(blocks, false), TILE_MARGIN);
+        assert_eq!(
+            tiles::synthesis_margin(blocks, true),
+            tiles::REALISM_TILE_MARGIN
+        );
+        assert_eq!(tiles::analysis_margin(blocks), tiles::ANALYSIS_MARGIN);
+    }
+    // Four blocks: the synthesis reaches 5 positions, the generator on it 7.5, and the
+    // analysis' 157-pixel field needs 79 pixels on each side.
+    assert_eq!(tiles::synthesis_margin(4, false), 5);
+    assert_eq!(tiles::synthesis_margin(4, true), 8);
+    assert_eq!(tiles::analysis_margin(4), 5);
+}
+
+/// The bundled core deepened to `blocks` residual blocks per stage, exported to a model
+/// file in `dir` and loaded. Every block's last layer is drawn at random, so that no
+/// block is the identity and each reaches as far as a trained one would.
+fn deepened_core(blocks: i64, dir: &Path) -> Codec {
+    use crate::model::{layers::ConvPrecision, Hyperprior, ModelConfig};
+    let file = crate::model_file::ModelFile::load(&super::default_model_path()).unwrap();
+    let config = ModelConfig {
+        residual_blocks: blocks,
+        ..file.config
+    };
+    let vs = VarStore::new(Device::Cpu);
+    let _net = Hyperprior::new(&vs.root(), config, ConvPrecision::F32);
+    file.fill_available(&vs, config).unwrap();
+    tch::manual_seed(11);
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if name.contains(".block") && name.ends_with("expand.weight") {
+                var.copy_(&(var.randn_like() * 0.1));
+            }
+        }
+    });
+    let checkpoint = dir.join("checkpoint.safetensors");
+    vs.save(&checkpoint).unwrap();
+    let out = dir.join("deep.safetensors");
+    crate::model_file::export(&checkpoint, config.context, None, &out).unwrap();
+    let codec = Codec::load(&out).unwrap();
+    assert_eq!(codec.config().residual_blocks, blocks);
+    codec
+}
+
+/// The worst difference, in floats, between a tiled synthesis with `margin` (each tile's
+/// core, as the decoder pastes it) and one synthesis of the whole 40 × 40 latent.
+fn worst_tile_error(
+    codec: &Codec,
+    y_hat: &Tensor,
+    margin: usize,
+    generator: Option<&RealismGenerator>,
+) -> f64 {
+    let m = codec.entropy_model.latent_channels();
+    let y_flat = Vec::<f32>::try_from(y_hat.flatten(0, -1)).unwrap();
+    let weights = Weights::Uniform(1.0);
+    let grid = tiles::NoiseGrid::new(40, 40);
+    let whole_tile = crate::layout::Tile {
+        core: [0, 40, 0, 40],
+        padded: [0, 40, 0, 40],
+    };
+    let whole = tch::no_grad(|| match generator {
+        None => codec.net.synthesis(y_hat),
+        Some(g) => {
+            let (x, features) = codec.net.synthesis.forward_with_features(y_hat);
+            let noise = grid.window(&whole_tile);
+            g.forward(&x, &features, &Tensor::from_slice(&[1f32]), &noise)
+        }
+    });
+    let mut worst = 0f64;
+    for tile in tiles(40, 40, margin) {
+        let realism = generator.map(|g| (g, &weights, Some(&grid)));
+        let part = tiles::synthesize_tile(&codec.net.synthesis, realism, &y_flat, m, 40, 40, &tile)
+            .unwrap();
+        let [y0, y1, x0, x1] = tile.core;
+        let s = LATENT_STRIDE as i64;
+        let expected = whole
+            .narrow(2, y0 as i64 * s, (y1 - y0) as i64 * s)
+            .narrow(3, x0 as i64 * s, (x1 - x0) as i64 * s)
+            .contiguous()
+            .flatten(0, -1);
+        let part = Tensor::from_slice(&part);
+        worst = worst.max((&part - &expected).abs().max().double_value(&[]));
+    }
+    worst
+}
+
+/// A core with four residual blocks per stage, beyond what the fixed margins held, is
+/// still tiled without seams: its synthesis, the realism generator on it, and its
+/// analysis each agree with one untiled pass up to float rounding. A margin of one
+/// position does not, so the comparisons can fail. (Measured with blocks drawn at
+/// random: the errors fall to float rounding from a margin of 3 or 4; the margins follow
+/// the receptive field, whose outer reach contributes below rounding here.)
+#[test]
+fn deepened_core_tiles_are_seamless() {
+    let dir = tempfile::tempdir().unwrap();
+    let codec = deepened_core(4, dir.path());
+    let (bytes, y_hat) = file_and_latent(&codec);
+
+    let core = worst_tile_error(&codec, &y_hat, tiles::synthesis_margin(4, false), None);
+    let short = worst_tile_error(&codec, &y_hat, 1, None);
+    assert!(core < 1e-4, "{core}");
+    assert!(short > 1e-2, "{short}");
+
+    // The bundled generator, loaded without the check that ties it to its own core:
+    // only its reach matters here.
+    let generator_file = crate::model_file::DecoderFile::load(
+        &super::default_realism_path(),
+        crate::model_file::REALISM_FORMAT_NAME,
+    )
+    .unwrap();
+    let generator_vs = VarStore::new(Device::Cpu);
+    let generator = RealismGenerator::new(
+        &generator_vs.root(),
+        generator_file.realism_config().unwrap(),
+        ConvPrecision::F32,
+    );
+    generator_file.fill(&generator_vs).unwrap();
+    let g = Some(&generator);
+    let realism = worst_tile_error(&codec, &y_hat, tiles::synthesis_margin(4, true), g);
+    let short = worst_tile_error(&codec, &y_hat, 1, g);
+    assert!(realism < 1e-4, "{realism}");
+    assert!(short > 1e-2, "{short}");
+
+    // The decoder uses those margins: its 8-bit output matches the whole synthesis.
+    let (tiled, _) = codec.decompress(&bytes).unwrap();
+    let whole = tch::no_grad(|| codec.net.synthesis(&y_hat).clamp(0.0, 1.0));
+    let whole = crate::image_io::from_tensor(&whole).unwrap();
+    assert!(worst_difference(&tiled, &whole) <= 1);
+
+    let img = RgbImage::from_fn(640, 640, |x, y| {
+        image::Rgb([(x / 3) as u8, (y * 7 % 256) as u8, ((x ^ y) & 255) as u8])
+    });
+    let whole = tch::no_grad(|| codec.net.analysis(&padded_tensor(&img)));
+    let error = |margin| {
+        let tiled = codec.analysis_tiled(&img, 16, margin);
+        (&whole - &tiled).abs().max().double_value(&[])
+    };
+    let scale = whole.abs().max().double_value(&[]);
+    let (analysis, short) = (error(tiles::analysis_margin(4)), error(1));
+    assert!(analysis < 1e-4 * scale.max(1.0), "{analysis}");
+    assert!(short > 1e-2 * scale, "{short}");
 }

@@ -13,28 +13,54 @@ use tch::{Device, Kind, Tensor};
 /// whatever the thread count (libtorch's own multi-threading splits convolution sums
 /// differently for 1 and 2 threads, which changes the decoded pixels). Tiles also bound
 /// the decoder's memory. Core tiles are `TILE_ROWS × TILE_COLS` latent positions
-/// (512 × 384 pixels) with `TILE_MARGIN` positions of context on each side: the
-/// synthesis' receptive field reaches about 2 latent positions, so the margin makes
-/// the tiles seamless (`tests::tiles_are_seamless` compares with an untiled decode).
-/// The realism generator adds ten 3×3 convolutions at 1/4 resolution (2.5 latent
-/// positions) to that reach, so it gets a wider margin. A deepened core's residual blocks
-/// add 0.75 positions per block on each stage (a 3×3 convolution at 1/8 and one at 1/4
-/// resolution); the margins hold the two per stage that `MAX_RESIDUAL_BLOCKS` allows.
+/// (512 × 384 pixels) with a margin of context on each side that holds the synthesis'
+/// receptive field, so the tiles are seamless (`tests::tiles_are_seamless` compares
+/// with an untiled decode); see [`synthesis_margin`].
 pub(super) const TILE_ROWS: usize = 32;
 pub(super) const TILE_COLS: usize = 24;
+/// The margin of a plain core, and the least any core gets.
 pub(super) const TILE_MARGIN: usize = 4;
+/// The margin with the realism generator, and the least it gets.
 pub(super) const REALISM_TILE_MARGIN: usize = 6;
 
+/// Latent positions of context a synthesis tile needs. The plain synthesis reaches about
+/// 2 latent positions; a deepened core's residual blocks add 0.75 per block on each stage
+/// (a 3×3 convolution at 1/8 and one at 1/4 resolution); the realism generator adds ten
+/// 3×3 convolutions at 1/4 resolution (2.5 positions). Cores of up to two blocks keep
+/// the margins they always had (4 and 6), so their files decode to the same pixels;
+/// deeper ones get the margin their reach needs. These reaches are the receptive
+/// field's bounds; what lies near them contributes little (with four blocks per stage
+/// drawn at random, a margin of 3 already matches the whole decode to 4·10⁻⁶,
+/// `tests::deepened_core_tiles_are_seamless`), so the margins are safe, not tight.
+pub(super) fn synthesis_margin(residual_blocks: i64, realism: bool) -> usize {
+    let generator = if realism { 2.5 } else { 0.0 };
+    let reach = 2.0 + 0.75 * residual_blocks as f64 + generator;
+    let least = if realism {
+        REALISM_TILE_MARGIN
+    } else {
+        TILE_MARGIN
+    };
+    least.max(reach.ceil() as usize)
+}
+
 /// The encoder's analysis transform runs on tiles too, so that its memory stays bounded
-/// on large photos (untiled, an 11.8-megapixel encode peaked at 4.9 GB). Its receptive
-/// field is 61 pixels (four 5×5 convolutions at strides 2, 4, 8, 16; a deepened core adds
-/// 24 per block on each stage): a margin of 4 latent positions (64 pixels on each side)
-/// holds all of it, so a tiled analysis equals the whole
-/// one up to float rounding (`tests::tiled_analysis_matches_the_whole`). Tiles are
+/// on large photos (untiled, an 11.8-megapixel encode peaked at 4.9 GB). Tiles are
 /// 64 × 64 positions (1024² pixels): images up to that size are analysed in one piece,
-/// exactly as before.
+/// exactly as before. Their margin is [`analysis_margin`].
 pub(super) const ANALYSIS_TILE: usize = 64;
+/// The analysis margin of a plain core, and the least any core gets.
 pub(super) const ANALYSIS_MARGIN: usize = 4;
+
+/// Latent positions of context an analysis tile needs, so that a tiled analysis equals
+/// the whole one up to float rounding (`tests::tiled_analysis_matches_the_whole`). The
+/// plain analysis' receptive field is 61 pixels (four 5×5 convolutions at strides 2, 4,
+/// 8, 16); each residual block per stage adds 24 (a 3×3 convolution at 1/4 and one at
+/// 1/8 resolution). The margin holds half the field on each side: 4 positions (64
+/// pixels) up to two blocks, more beyond.
+pub(super) fn analysis_margin(residual_blocks: i64) -> usize {
+    let half_field = (61 + 24 * residual_blocks as usize).div_ceil(2);
+    ANALYSIS_MARGIN.max(half_field.div_ceil(LATENT_STRIDE))
+}
 
 /// The synthesis tiles of a `yh × yw` latent.
 pub(super) fn tiles(yh: usize, yw: usize, margin: usize) -> Vec<Tile> {
@@ -76,11 +102,7 @@ impl Codec {
         realism: Option<(&RealismGenerator, &Weights)>,
     ) -> Result<RgbImage> {
         let m = self.entropy_model.latent_channels();
-        let margin = if realism.is_some() {
-            REALISM_TILE_MARGIN
-        } else {
-            TILE_MARGIN
-        };
+        let margin = synthesis_margin(self.config().residual_blocks, realism.is_some());
         let tiles = tiles(yh, yw, margin);
         // The generator's noise, drawn once for the whole latent grid (see NOISE_STRIDE).
         let noise = realism
