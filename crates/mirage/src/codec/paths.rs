@@ -15,7 +15,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// that keeps an add-on trained on it (v2.10), decode-only. Older ones are in
 /// [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.10", "v2.13", "v2.14"]
+    ["v2.3", "v2.10", "v2.14", "v2.15"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -101,6 +101,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "bcec5ebf5989f66c",
         release: "v2.12",
         commit: "3d1faa36948c",
+    },
+    RetiredCore {
+        id: "0ce861ea63373437",
+        release: "v2.13",
+        commit: "1b81ce608e03",
     },
 ];
 
