@@ -188,7 +188,7 @@ type OwnedTensor = (String, Dtype, Vec<usize>, Vec<u8>);
 const RESIDUAL_BLOCKS: &str = "residual_blocks";
 
 /// The most residual blocks per stage a core may have. Each block widens the transforms'
-/// reach (by 0.75 latent positions in the synthesis, 12 pixels in the analysis), and the
+/// reach (by 0.75 latent positions in the synthesis, 12 pixels on each side in the analysis), and the
 /// codec's tile margins (`codec/tiles.rs`, `effort.rs`) grow with the count; the bound
 /// keeps a corrupt or hostile header from asking for a network of absurd depth.
 pub const MAX_RESIDUAL_BLOCKS: i64 = 4;

@@ -307,3 +307,15 @@ impl Adam {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Cores of up to two residual blocks per stage keep the margin of 4 they were
+    /// refined with; deeper ones get more, and every margin is even, so that the
+    /// checkerboard keeps its parity.
+    #[test]
+    fn refine_margins_are_even_and_grow_with_depth() {
+        let margins: Vec<usize> = (0..=4).map(super::refine_margin).collect();
+        assert_eq!(margins, [4, 4, 4, 6, 6]);
+    }
+}

@@ -42,7 +42,8 @@ pub struct ModelConfig {
     pub context: bool,
     /// Residual bottleneck blocks ([`ResidualBottleneck`]) on each of the transforms'
     /// two low-resolution stages (1/4 and 1/8 of the image size), in the analysis and
-    /// the synthesis alike; 0 is the plain Ballé transforms every release so far has.
+    /// the synthesis alike; 0 is the plain Ballé transforms of the releases before the
+    /// sixteenth, which has 2.
     pub residual_blocks: i64,
     /// With latent residual prediction ([`LatentResidual`]) between the decoded latent
     /// and the synthesis. Experimental: training only, no model file carries it yet.

@@ -294,12 +294,9 @@ fn a_decode_only_core_decodes_as_the_full_one() {
 #[test]
 fn margins_grow_with_depth_beyond_two_blocks() {
     for blocks in 0..=2 {
-        assert_eq!(tiles::synthesis_margin(blocks, false), TILE_MARGIN);
-        assert_eq!(
-            tiles::synthesis_margin(blocks, true),
-            tiles::REALISM_TILE_MARGIN
-        );
-        assert_eq!(tiles::analysis_margin(blocks), tiles::ANALYSIS_MARGIN);
+        assert_eq!(tiles::synthesis_margin(blocks, false), 4);
+        assert_eq!(tiles::synthesis_margin(blocks, true), 6);
+        assert_eq!(tiles::analysis_margin(blocks), 4);
     }
     // Four blocks: the synthesis reaches 5 positions, the generator on it 7.5, and the
     // analysis' 157-pixel field needs 79 pixels on each side.
@@ -380,12 +377,92 @@ fn worst_tile_error(
     worst
 }
 
+/// How far, in whole latent positions beyond the cell `c` on each side, the inputs of one
+/// output cell reach: `grad` is the gradient of that cell's output with respect to a
+/// `[1, C, H, W]` input with `scale` input samples per latent position. Exact, not a
+/// tolerance: outside the receptive field the gradient is zero.
+fn reach(grad: &Tensor, c: i64, scale: i64) -> usize {
+    let touched = grad
+        .abs()
+        .sum_dim_intlist([0i64, 1, 2].as_slice(), false, Kind::Float);
+    let touched = Vec::<f32>::try_from(touched).unwrap();
+    let first = touched.iter().position(|&g| g != 0.0).unwrap() as i64;
+    let last = touched.iter().rposition(|&g| g != 0.0).unwrap() as i64;
+    let left = c * scale - first;
+    let right = last - ((c + 1) * scale - 1);
+    (left.max(right).max(0) as usize).div_ceil(scale as usize)
+}
+
+/// The receptive fields of a four-block core, found from gradients, against the margins:
+/// each margin holds its field, and the fixed margins of a two-block core would not.
+fn check_reach(codec: &Codec, generator: &RealismGenerator) {
+    tch::manual_seed(5);
+    let s = LATENT_STRIDE as i64;
+    let m = codec.config().m;
+    // Synthesis (and the generator on it): one output cell's pixels against the latent.
+    let y = Tensor::randn([1, m, 24, 24], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let x = codec.net.synthesis(&y);
+    x.narrow(2, 12 * s, s)
+        .narrow(3, 12 * s, s)
+        .sum(Kind::Float)
+        .backward();
+    let core = reach(&y.grad(), 12, 1);
+    assert!(
+        core <= tiles::synthesis_margin(4, false),
+        "synthesis reaches {core}"
+    );
+    assert!(core > TILE_MARGIN, "synthesis reaches {core}");
+
+    let y = Tensor::randn([1, m, 24, 24], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let (x, features) = codec.net.synthesis.forward_with_features(&y);
+    let whole = crate::layout::Tile {
+        core: [0, 24, 0, 24],
+        padded: [0, 24, 0, 24],
+    };
+    let noise = tiles::NoiseGrid::new(24, 24).window(&whole);
+    let out = generator.forward(&x, &features, &Tensor::from_slice(&[1f32]), &noise);
+    out.narrow(2, 12 * s, s)
+        .narrow(3, 12 * s, s)
+        .sum(Kind::Float)
+        .backward();
+    let realism = reach(&y.grad(), 12, 1);
+    assert!(
+        realism <= tiles::synthesis_margin(4, true),
+        "generator reaches {realism}"
+    );
+    assert!(
+        realism > tiles::REALISM_TILE_MARGIN,
+        "generator reaches {realism}"
+    );
+
+    // Analysis: one latent cell against the pixels.
+    let img =
+        Tensor::rand([1, 3, 24 * s, 24 * s], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    codec
+        .net
+        .analysis(&img)
+        .narrow(2, 12, 1)
+        .narrow(3, 12, 1)
+        .sum(Kind::Float)
+        .backward();
+    let analysis = reach(&img.grad(), 12, s);
+    assert!(
+        analysis <= tiles::analysis_margin(4),
+        "analysis reaches {analysis}"
+    );
+    assert!(
+        analysis > tiles::ANALYSIS_MARGIN,
+        "analysis reaches {analysis}"
+    );
+}
+
 /// A core with four residual blocks per stage, beyond what the fixed margins held, is
 /// still tiled without seams: its synthesis, the realism generator on it, and its
 /// analysis each agree with one untiled pass up to float rounding. A margin of one
-/// position does not, so the comparisons can fail. (Measured with blocks drawn at
-/// random: the errors fall to float rounding from a margin of 3 or 4; the margins follow
-/// the receptive field, whose outer reach contributes below rounding here.)
+/// position does not, so the comparisons can fail. With blocks drawn at random the
+/// errors already fall to float rounding from a margin of 3 or 4, because the receptive
+/// field's outer reach contributes little; so the margins are checked against the exact
+/// field too, found from gradients (`check_reach`).
 #[test]
 fn deepened_core_tiles_are_seamless() {
     let dir = tempfile::tempdir().unwrap();
@@ -416,6 +493,7 @@ fn deepened_core_tiles_are_seamless() {
     let short = worst_tile_error(&codec, &y_hat, 1, g);
     assert!(realism < 1e-4, "{realism}");
     assert!(short > 1e-2, "{short}");
+    check_reach(&codec, &generator);
 
     // The decoder uses those margins: its 8-bit output matches the whole synthesis.
     let (tiled, _) = codec.decompress(&bytes).unwrap();

@@ -28,10 +28,12 @@ pub(super) const REALISM_TILE_MARGIN: usize = 6;
 /// (a 3×3 convolution at 1/8 and one at 1/4 resolution); the realism generator adds ten
 /// 3×3 convolutions at 1/4 resolution (2.5 positions). Cores of up to two blocks keep
 /// the margins they always had (4 and 6), so their files decode to the same pixels;
-/// deeper ones get the margin their reach needs. These reaches are the receptive
-/// field's bounds; what lies near them contributes little (with four blocks per stage
-/// drawn at random, a margin of 3 already matches the whole decode to 4·10⁻⁶,
-/// `tests::deepened_core_tiles_are_seamless`), so the margins are safe, not tight.
+/// deeper ones get the margin their reach needs. The margins hold the whole receptive
+/// field, which the test finds exactly from gradients (with four blocks per stage it
+/// needs 5 positions, 8 with the generator). Its outer reach contributes little: with
+/// blocks drawn at random, a margin of 3 already matched the whole decode to about
+/// 4·10⁻⁶ (`tests::deepened_core_tiles_are_seamless`). The generator's reach assumes the
+/// bundled generators' four blocks.
 pub(super) fn synthesis_margin(residual_blocks: i64, realism: bool) -> usize {
     let generator = if realism { 2.5 } else { 0.0 };
     let reach = 2.0 + 0.75 * residual_blocks as f64 + generator;
