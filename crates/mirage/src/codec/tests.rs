@@ -400,32 +400,31 @@ fn check_reach(codec: &Codec, generator: &RealismGenerator) {
     let s = LATENT_STRIDE as i64;
     let m = codec.config().m;
     // Synthesis (and the generator on it): one output cell's pixels against the latent.
-    let y = Tensor::randn([1, m, 24, 24], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let x = codec.net.synthesis(&y);
-    x.narrow(2, 12 * s, s)
-        .narrow(3, 12 * s, s)
-        .sum(Kind::Float)
-        .backward();
-    let core = reach(&y.grad(), 12, 1);
+    let latent_reach = |decode: &dyn Fn(&Tensor) -> Tensor| {
+        let y = Tensor::randn([1, m, 24, 24], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let x = decode(&y);
+        x.narrow(2, 12 * s, s)
+            .narrow(3, 12 * s, s)
+            .sum(Kind::Float)
+            .backward();
+        reach(&y.grad(), 12, 1)
+    };
+    let core = latent_reach(&|y| codec.net.synthesis(y));
     assert!(
         core <= tiles::synthesis_margin(4, false),
         "synthesis reaches {core}"
     );
     assert!(core > TILE_MARGIN, "synthesis reaches {core}");
 
-    let y = Tensor::randn([1, m, 24, 24], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let (x, features) = codec.net.synthesis.forward_with_features(&y);
     let whole = crate::layout::Tile {
         core: [0, 24, 0, 24],
         padded: [0, 24, 0, 24],
     };
     let noise = tiles::NoiseGrid::new(24, 24).window(&whole);
-    let out = generator.forward(&x, &features, &Tensor::from_slice(&[1f32]), &noise);
-    out.narrow(2, 12 * s, s)
-        .narrow(3, 12 * s, s)
-        .sum(Kind::Float)
-        .backward();
-    let realism = reach(&y.grad(), 12, 1);
+    let realism = latent_reach(&|y| {
+        let (x, features) = codec.net.synthesis.forward_with_features(y);
+        generator.forward(&x, &features, &Tensor::from_slice(&[1f32]), &noise)
+    });
     assert!(
         realism <= tiles::synthesis_margin(4, true),
         "generator reaches {realism}"
