@@ -201,6 +201,15 @@ pub(crate) enum RateProxyChoice {
     Rounded,
 }
 
+/// How the core's training draws each crop's rate (`mirage_train::RateSampling`).
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum RateSamplingChoice {
+    /// r ~ U[0, 7]: the lowest and highest levels get half an inner level's share.
+    Uniform,
+    /// Every level gets the same share.
+    EvenLevels,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     #[command(flatten)]

@@ -63,6 +63,8 @@ pub struct TrainOptions {
     /// meaning with the proxy; the validation curve always uses uniform noise, so that
     /// runs stay comparable.
     pub rate_proxy: RateProxy,
+    /// How each crop's rate setting is drawn.
+    pub rate_sampling: RateSampling,
     /// Weight of the decode's excess steps across the latent's block edges
     /// ([`block_edges`]), relative to the MSE (0: the plain MSE loss).
     pub block_edge_weight: f64,
@@ -81,6 +83,33 @@ pub struct TrainOptions {
     pub checkpoint_every: i64,
     pub validate_every: i64,
     pub seed: u64,
+}
+
+/// How each training crop's continuous rate setting `r` in `[0, LEVELS − 1]` is drawn.
+/// The model interpolates its gains between the two levels around `r`, so a level's
+/// share of the training signal is the mean of its hat function (1 at the level, 0 at
+/// its neighbours) over the draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateSampling {
+    /// `r ~ U[0, 7]`: the end levels have one neighbour each, so the lowest and the
+    /// highest rate get half the share of an inner level (1/14 against 1/7).
+    Uniform,
+    /// `r ~ U[−½, 7½]`, clamped to `[0, 7]`: the clamped half-units land exactly on the
+    /// end levels and make up their missing half, so all eight get 1/8. The high rates are
+    /// where the core trails AVIF most.
+    EvenLevels,
+}
+
+impl RateSampling {
+    /// One draw. Both kinds take exactly one number from `rng`, so two runs that differ
+    /// only in this see the same crops.
+    fn draw(self, rng: &mut impl Rng) -> f32 {
+        let top = (LEVELS - 1) as f32;
+        match self {
+            RateSampling::Uniform => rng.gen_range(0.0..top),
+            RateSampling::EvenLevels => rng.gen_range(-0.5..top + 0.5).clamp(0.0, top),
+        }
+    }
 }
 
 /// Steps of linear warm-up at the start of a run (fresh layers, a fresh density
@@ -393,7 +422,7 @@ pub fn train(o: &TrainOptions) -> Result<()> {
         let step = adam.step;
         let x = data.batch_sampled(&mut rng, o.batch, o.crop, o.sampling);
         let rates: Vec<f32> = (0..o.batch)
-            .map(|_| rng.gen_range(0.0..(LEVELS - 1) as f32))
+            .map(|_| o.rate_sampling.draw(&mut rng))
             .collect();
         let lambdas: Vec<f32> = rates.iter().map(|&r| lambda_at(r as f64) as f32).collect();
         let rate = Tensor::from_slice(&rates);
@@ -508,6 +537,40 @@ fn validate(model: &Hyperprior, crops: &[Tensor], rate: f32) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each level's share of the draws, measured through its hat function: uniform
+    /// draws give the end levels half an inner level's share, even-level draws give all
+    /// eight the same.
+    #[test]
+    fn even_level_sampling_gives_every_level_the_same_share() {
+        let shares = |sampling: RateSampling| {
+            let mut rng = StdRng::seed_from_u64(3);
+            let n = 400_000;
+            let mut share = [0.0f64; LEVELS];
+            for _ in 0..n {
+                let r = sampling.draw(&mut rng) as f64;
+                for (level, s) in share.iter_mut().enumerate() {
+                    *s += (1.0 - (r - level as f64).abs()).max(0.0) / n as f64;
+                }
+            }
+            share
+        };
+        let uniform = shares(RateSampling::Uniform);
+        let even = shares(RateSampling::EvenLevels);
+        let inner = 1.0 / (LEVELS - 1) as f64;
+        for level in [0, LEVELS - 1] {
+            assert!((uniform[level] - inner / 2.0).abs() < 0.003, "{uniform:?}");
+        }
+        assert!((uniform[3] - inner).abs() < 0.003, "{uniform:?}");
+        for s in even {
+            assert!((s - 1.0 / LEVELS as f64).abs() < 0.003, "{even:?}");
+        }
+        // One number per draw: the crops that follow stay the same.
+        let (mut a, mut b) = (StdRng::seed_from_u64(5), StdRng::seed_from_u64(5));
+        RateSampling::Uniform.draw(&mut a);
+        RateSampling::EvenLevels.draw(&mut b);
+        assert_eq!(a.gen::<u64>(), b.gen::<u64>());
+    }
 
     /// A run resumed by a trainer that logs other columns is refused, rather than
     /// appending rows that the old header would misname.

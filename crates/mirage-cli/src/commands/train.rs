@@ -10,7 +10,7 @@ use mirage_nn::model::{layers::ConvPrecision, ModelConfig, RateProxy};
 use mirage_realism_measure::train::{train_extractor, ExtractorTrainOptions};
 use mirage_train::data::CropSampling;
 use mirage_train::realism::RealismTrainOptions;
-use mirage_train::{train, TrainOptions};
+use mirage_train::{train, RateSampling, TrainOptions};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -45,6 +45,10 @@ pub(crate) enum TrainCommand {
         /// latents the coder pays for.
         #[arg(long, value_enum, default_value = "noise")]
         rate_proxy: RateProxyChoice,
+        /// How each crop's rate setting is drawn: uniform over the range (the end levels
+        /// get half an inner level's share), or so that every level gets the same share.
+        #[arg(long, value_enum, default_value = "uniform")]
+        rate_sampling: RateSamplingChoice,
         /// Also charge the decode's steps across the latent's 16 × 16 block edges beyond
         /// its steps one pixel to either side, at this weight relative to the MSE (0:
         /// off), against the faint grid of lines that low-rate decodes show.
@@ -389,6 +393,7 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
             clip_norm,
             ema_decay,
             rate_proxy,
+            rate_sampling,
             block_edge_weight,
             lr,
             decay_steps,
@@ -440,6 +445,10 @@ pub(crate) fn run(command: TrainCommand, models: &Models) -> Result<()> {
                 rate_proxy: match rate_proxy {
                     RateProxyChoice::Noise => RateProxy::UniformNoise,
                     RateProxyChoice::Rounded => RateProxy::Rounded,
+                },
+                rate_sampling: match rate_sampling {
+                    RateSamplingChoice::Uniform => RateSampling::Uniform,
+                    RateSamplingChoice::EvenLevels => RateSampling::EvenLevels,
                 },
                 block_edge_weight,
                 latent_residual_lr_factor,
