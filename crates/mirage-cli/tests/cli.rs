@@ -414,7 +414,7 @@ fn symbols_are_identical_under_other_instruction_sets() {
 #[test]
 fn a_file_of_an_earlier_core_names_the_model_it_needs() {
     // The earlier releases still in models/ (codec::paths::earlier_model_paths).
-    for name in ["v1", "v2.3", "v2.10", "v2.14", "v2.15"] {
+    for name in ["v1", "v2.3", "v2.10", "v2.15", "v2.16"] {
         let dir = tempfile::tempdir().unwrap();
         let model = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../models/{name}/hyperprior.safetensors"));
@@ -454,7 +454,7 @@ fn a_file_of_a_retired_core_says_how_to_get_its_model_back() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for name in [
         "v2.0", "v2.1", "v2.2", "v2.4", "v2.5", "v2.6", "v2.7", "v2.8", "v2.9", "v2.11", "v2.12",
-        "v2.13",
+        "v2.13", "v2.14",
     ] {
         assert!(
             !root.join(format!("models/{name}")).exists(),

@@ -229,8 +229,8 @@ fn each_bundled_core_finds_the_generator_made_for_it() {
     );
     for (core, wanted) in [
         (models.join("hyperprior.safetensors"), current),
+        (models.join("v2.16/hyperprior.safetensors"), current),
         (models.join("v2.15/hyperprior.safetensors"), current),
-        (models.join("v2.14/hyperprior.safetensors"), current),
         (models.join("v2.10/hyperprior.safetensors"), eleventh),
         (models.join("v2.3/hyperprior.safetensors"), fourth),
     ] {

@@ -15,7 +15,7 @@ pub fn v1_model_path() -> std::path::PathBuf {
 /// that keeps an add-on trained on it (v2.10), decode-only. Older ones are in
 /// [`RETIRED_CORES`].
 pub fn earlier_model_paths() -> Vec<std::path::PathBuf> {
-    ["v2.3", "v2.10", "v2.14", "v2.15"]
+    ["v2.3", "v2.10", "v2.15", "v2.16"]
         .iter()
         .map(|v| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -106,6 +106,11 @@ pub const RETIRED_CORES: &[RetiredCore] = &[
         id: "0ce861ea63373437",
         release: "v2.13",
         commit: "1b81ce608e03",
+    },
+    RetiredCore {
+        id: "e1f988cf41b03cea",
+        release: "v2.14",
+        commit: "fb29b55fc33e",
     },
 ];
 
