@@ -78,12 +78,21 @@ fn info_shows_header_and_sections() {
 }
 
 fn decode_fails_without_output(bytes: &[u8], expect: &str) {
+    decode_fails_with_one_of(bytes, &[expect]);
+}
+
+/// Decoding `bytes` fails with a message that contains one of `expected`, and leaves no
+/// output or temporary file behind.
+fn decode_fails_with_one_of(bytes: &[u8], expected: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.mrg");
     std::fs::write(&bad, bytes).unwrap();
     let out_png = dir.path().join("out.png");
     let err = fails(&["decode", s(&bad), s(&out_png)]);
-    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+    assert!(
+        expected.iter().any(|e| err.contains(e)),
+        "expected one of {expected:?} in: {err}"
+    );
     assert!(!out_png.exists());
     // Nor any temporary file left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -122,9 +131,14 @@ fn absurd_dimensions_are_refused() {
     let mut c = mirage_format::read(&good).unwrap();
     // Within the limits (64 Mi pixels), but the sections are far too short for so
     // large an image: a clear error, found before any image-sized allocation.
+    // Which error depends on the model's tables: the rANS decoder either runs out of
+    // bytes ("truncated") or first reads past them into a symbol no table allows.
     c.header.width = 8192;
     c.header.height = 8192;
-    decode_fails_without_output(&mirage_format::write(&c).unwrap(), "truncated");
+    decode_fails_with_one_of(
+        &mirage_format::write(&c).unwrap(),
+        &["truncated", "corrupt compressed data"],
+    );
     // A wide input image (valid PNG, tiny file) is refused at encode time.
     let wide = dir.path().join("wide.png");
     image::RgbImage::new(20000, 1).save(&wide).unwrap();
